@@ -1,0 +1,565 @@
+"""Plan, transform, assemble: the ``bootc-embed build`` pipeline."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import datetime
+import os
+import posixpath
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _compress, _storage
+from ._digest import sha256_digest
+from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
+from ._progress import NullReporter, Reporter
+from ._reference import ImageName, Reference, parse_reference, split_image_arg
+from ._tar import DIR, END_OF_ARCHIVE, REG, padding, tar_header
+from ._transform import (
+    FORMAT_VERSION,
+    WHITEOUT_FORMS,
+    LayerJob,
+    LayerResult,
+    check_layer_descriptor,
+    transform_layer,
+)
+from ._transports import (
+    ImageDestination,
+    ImageSource,
+    ResolvedImage,
+    json_bytes,
+    open_blob,
+    resolve,
+)
+from ._transports.oci import open_destination, open_source
+from .errors import UsageError
+
+ANNOTATION_PREFIX = "io.bootc-embed."
+A_FORMAT = "io.bootc-embed.format"
+A_STORE = "io.bootc-embed.store"
+A_IMAGES = "io.bootc-embed.images"
+A_LAYER = "io.bootc-embed.layer"
+A_LAYER_ID = "io.bootc-embed.layer.id"
+A_SOURCE_DIFF_ID = "io.bootc-embed.source.diff-id"
+A_WHITEOUTS = "io.bootc-embed.whiteouts"
+A_BASE_DIGEST = "org.opencontainers.image.base.digest"
+_COPY_CHUNK = 1 << 20
+_ZERO_TIME = "1970-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``bootc-embed build`` does; see the command's help for each field."""
+
+    base: str
+    images: Sequence[str]
+    output: str
+    store_path: str = _storage.DEFAULT_STORE
+    whiteouts: str = "xattr"
+    compression: str = "gzip"
+    compression_level: int | None = None
+    platform: str | None = None
+    jobs: int | None = None
+    tmpdir: str | None = None
+    source_date_epoch: int | None = None
+
+
+@dataclass
+class EmbeddedLayer:
+    layer_id: str
+    source_digest: str
+    source_diff_id: str
+    digest: str
+    diff_id: str
+    size: int
+    emitted: bool  # False when an earlier image already brought this layer
+    whiteouts: int = 0
+    left_out: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layer_id": self.layer_id,
+            "source_digest": self.source_digest,
+            "source_diff_id": self.source_diff_id,
+            "digest": self.digest,
+            "diff_id": self.diff_id,
+            "size": self.size,
+            "shared": not self.emitted,
+            "whiteouts": self.whiteouts,
+            "left_out": self.left_out,
+        }
+
+
+@dataclass
+class EmbeddedImage:
+    name: str
+    reference: str
+    manifest_digest: str
+    image_id: str
+    layers: list[EmbeddedLayer] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference": self.reference,
+            "manifest_digest": self.manifest_digest,
+            "image_id": self.image_id,
+            "layers": [layer.to_json() for layer in self.layers],
+        }
+
+
+@dataclass
+class BuildResult:
+    output: str
+    manifest_digest: str
+    config_digest: str
+    base_layers: int
+    images: list[EmbeddedImage]
+    metadata_layer: dict[str, Any]
+    bytes_added: int
+    whiteouts_converted: int
+    entries_left_out: int
+    left_out_paths: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "manifest_digest": self.manifest_digest,
+            "config_digest": self.config_digest,
+            "base_layers": self.base_layers,
+            "images": [i.to_json() for i in self.images],
+            "metadata_layer": self.metadata_layer,
+            "bytes_added": self.bytes_added,
+            "whiteouts_converted": self.whiteouts_converted,
+            "entries_left_out": self.entries_left_out,
+        }
+
+
+@dataclass
+class _App:
+    name: ImageName
+    ref: Reference
+    source: ImageSource
+    image: ResolvedImage
+    layer_ids: list[str]
+
+
+def check_store_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise UsageError(f"--store-path {path!r} must be an absolute path")
+    norm = posixpath.normpath(path)
+    if norm != path.rstrip("/") or "//" in path:
+        raise UsageError(f"--store-path {path!r} is not a normalised path (try {norm!r})")
+    if not norm.startswith("/usr/"):
+        raise UsageError(
+            f"--store-path {path!r} must be under /usr: bootc hosts only update /usr (and /etc); "
+            f"content under /var is applied at first install only"
+        )
+    return norm
+
+
+def _rfc3339(epoch: int) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResult:
+    """Embed ``options.images`` into ``options.base`` and write ``options.output``.
+
+    Nothing appears at the output reference unless the whole build succeeds.
+    """
+    reporter = reporter or NullReporter()
+    if options.whiteouts not in WHITEOUT_FORMS:
+        raise UsageError(f"--whiteouts must be one of {', '.join(WHITEOUT_FORMS)}")
+    if options.compression not in _compress.LEVELS:
+        raise UsageError(f"--compression must be one of {', '.join(_compress.LEVELS)}")
+    level = _compress.check_level(options.compression, options.compression_level)
+    store = check_store_path(options.store_path)
+    if not options.images:
+        raise UsageError("nothing to embed: give at least one --image")
+    platform = Platform.parse(options.platform) if options.platform else None
+    out_ref = parse_reference(options.output)
+    base_ref = parse_reference(options.base)
+    specs = [split_image_arg(arg) for arg in options.images]
+
+    sources: list[ImageSource] = []
+    try:
+        base_src = open_source(base_ref)
+        sources.append(base_src)
+        base = resolve(base_src, platform)
+        apps = []
+        for name, ref in specs:
+            if name is None:
+                raise UsageError(
+                    f"{ref}: an OCI layout tag is not a full image name; say what podman should "
+                    f"call the image with NAME={ref} (e.g. quay.io/org/app:1={ref})"
+                )
+            src = open_source(ref)
+            sources.append(src)
+            image = resolve(src, platform or base.platform)
+            for i, desc in enumerate(image.manifest.layers):
+                check_layer_descriptor(desc, f"{name}: layer {i + 1}/{len(image.manifest.layers)}")
+            apps.append(_App(name, ref, src, image, _storage.layer_ids(image.diff_ids)))
+        _check_names(apps)
+        return _run(options, reporter, store, level, out_ref, base_src, base, apps)
+    finally:
+        for s in sources:
+            s.close()
+
+
+def _check_names(apps: list[_App]) -> None:
+    seen: dict[str, str] = {}
+    for app in apps:
+        key = str(app.name)
+        if key in seen and seen[key] != app.image.manifest.config.digest:
+            raise UsageError(f"image name {key!r} is given to two different images")
+        seen[key] = app.image.manifest.config.digest
+
+
+def _run(
+    options: BuildOptions,
+    reporter: Reporter,
+    store: str,
+    level: int,
+    out_ref: Reference,
+    base_src: ImageSource,
+    base: ResolvedImage,
+    apps: list[_App],
+) -> BuildResult:
+    # Plan: one job per distinct layer id, in --image order, bottom-up.
+    jobs: list[LayerJob] = []
+    planned: set[str] = set()
+    layer_created: dict[str, str] = {}
+    layer_parent: dict[str, str | None] = {}
+    for app in apps:
+        m = app.image.manifest
+        created = str(app.image.config.get("created") or _ZERO_TIME)
+        for i, (desc, diff_id, lid) in enumerate(
+            zip(m.layers, app.image.diff_ids, app.layer_ids, strict=True)
+        ):
+            if lid in planned:
+                continue
+            planned.add(lid)
+            layer_created[lid] = created
+            layer_parent[lid] = app.layer_ids[i - 1] if i else None
+            jobs.append(
+                LayerJob(
+                    source=app.source,
+                    image=str(app.name),
+                    index=i + 1,
+                    count=len(m.layers),
+                    descriptor=desc,
+                    diff_id=diff_id,
+                    layer_id=lid,
+                    ancestors=tuple(reversed(app.layer_ids[:i])),
+                    store=store,
+                    whiteouts=options.whiteouts,
+                    compression=options.compression,
+                    level=level,
+                )
+            )
+
+    dest = open_destination(out_ref)
+    results: dict[str, LayerResult] = {}
+    try:
+        staging = dest.staging_dir()
+        cancel = threading.Event()
+        workers = options.jobs or min(os.cpu_count() or 1, max(len(jobs), 1))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures: list[concurrent.futures.Future[Any]] = []
+            for desc in base.manifest.layers:
+                if not dest.has_blob(desc.digest):
+                    futures.append(
+                        pool.submit(_copy_blob, base_src, desc, dest, staging, reporter, cancel)
+                    )
+            for job in jobs:
+                futures.append(
+                    pool.submit(_transform, job, staging, options.tmpdir, reporter, cancel)
+                )
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    res = fut.result()
+                    if isinstance(res, LayerResult):
+                        results[res.layer_id] = res
+            except BaseException:
+                cancel.set()
+                for f in futures:
+                    f.cancel()
+                raise
+        return _assemble(
+            options, store, out_ref, base, apps, jobs, results, dest, layer_created, layer_parent
+        )
+    except BaseException:
+        for r in results.values():
+            r.blob_path.unlink(missing_ok=True)
+        dest.abort()
+        raise
+
+
+def _transform(
+    job: LayerJob, staging: Path, tmpdir: str | None, reporter: Reporter, cancel: threading.Event
+) -> LayerResult | None:
+    if cancel.is_set():
+        return None
+    with reporter.task(f"{job.image} layer {job.index}/{job.count}") as progress:
+        return transform_layer(job, staging, tmpdir, progress)
+
+
+def _copy_blob(
+    source: ImageSource,
+    desc: Descriptor,
+    dest: ImageDestination,
+    staging: Path,
+    reporter: Reporter,
+    cancel: threading.Event,
+) -> None:
+    if cancel.is_set():
+        return
+    what = f"{source.reference}: base layer {desc.digest}"
+    fd, name = tempfile.mkstemp(dir=staging, prefix="base-")
+    path = Path(name)
+    try:
+        with reporter.task(f"base layer {desc.digest[7:19]}") as progress:
+            progress.start("copying", desc.size)
+            with os.fdopen(fd, "wb") as out, open_blob(source, desc, what) as r:
+                while chunk := r.read(_COPY_CHUNK):
+                    out.write(chunk)
+                    progress.advance(len(chunk))
+                r.verify()
+        dest.add_blob_file(path, desc.digest)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: bytes) -> bytes:
+    prefix = store.strip("/")
+    out: list[bytes] = []
+
+    def d(path: str) -> None:
+        out.append(tar_header(path + "/", DIR, mode=0o755))
+
+    def f(path: str, data: bytes) -> None:
+        out.append(tar_header(path, REG, mode=0o644, size=len(data)))
+        out.append(data)
+        out.append(padding(len(data)))
+
+    parts = prefix.split("/")
+    for i in range(1, len(parts) + 1):
+        d("/".join(parts[:i]))
+    d(f"{prefix}/overlay-images")
+    f(f"{prefix}/overlay-images/images.json", _storage.images_json(images))
+    f(f"{prefix}/overlay-images/images.lock", b"")
+    for img in images:
+        d(f"{prefix}/overlay-images/{img.id}")
+        for bd in sorted(img.big_data, key=lambda b: b.filename):
+            f(f"{prefix}/overlay-images/{img.id}/{bd.filename}", bd.data)
+    d(f"{prefix}/overlay-layers")
+    f(f"{prefix}/overlay-layers/layers.json", layers_json)
+    f(f"{prefix}/overlay-layers/layers.lock", b"")
+    out.append(END_OF_ARCHIVE)
+    return b"".join(out)
+
+
+def _assemble(
+    options: BuildOptions,
+    store: str,
+    out_ref: Reference,
+    base: ResolvedImage,
+    apps: list[_App],
+    jobs: list[LayerJob],
+    results: dict[str, LayerResult],
+    dest: ImageDestination,
+    layer_created: dict[str, str],
+    layer_parent: dict[str, str | None],
+) -> BuildResult:
+    # containers-storage records
+    layer_records = []
+    for job in jobs:
+        r = results[job.layer_id]
+        layer_records.append(
+            _storage.LayerRecord(
+                id=job.layer_id,
+                parent=layer_parent[job.layer_id],
+                created=layer_created[job.layer_id],
+                compressed_digest=job.descriptor.digest,
+                compressed_size=job.descriptor.size,
+                diff_digest=job.diff_id,
+                diff_size=r.input_diff_size,
+                compression=r.input_compression,
+                uids=r.uids,
+                gids=r.gids,
+            )
+        )
+    image_records: list[_storage.ImageRecord] = []
+    by_id: dict[str, int] = {}
+    for app in apps:
+        img = app.image
+        image_id = _storage.digest_hex(img.manifest.config.digest)
+        big = [
+            _storage.BigData(img.manifest.config.digest, img.config_raw),
+            _storage.BigData(_storage.manifest_key(img.manifest.digest), img.manifest.raw),
+            _storage.BigData("manifest", img.manifest.raw),
+        ]
+        if img.index_digest and img.index_raw is not None:
+            big.append(_storage.BigData(_storage.manifest_key(img.index_digest), img.index_raw))
+        if image_id in by_id:  # the same image under another name
+            prev = image_records[by_id[image_id]]
+            keys = {b.key for b in prev.big_data}
+            extra = tuple(b for b in big if b.key not in keys)
+            image_records[by_id[image_id]] = _storage.ImageRecord(
+                prev.id,
+                prev.digest,
+                (*prev.names, str(app.name)),
+                prev.top_layer,
+                prev.created,
+                prev.big_data + extra,
+            )
+            continue
+        by_id[image_id] = len(image_records)
+        image_records.append(
+            _storage.ImageRecord(
+                id=image_id,
+                digest=img.manifest.digest,
+                names=(str(app.name),),
+                top_layer=app.layer_ids[-1] if app.layer_ids else None,
+                created=str(img.config.get("created") or _ZERO_TIME),
+                big_data=tuple(big),
+            )
+        )
+    meta_tar = _metadata_tar(store, image_records, _storage.layers_json(layer_records))
+    level = _compress.check_level(options.compression, options.compression_level)
+    meta_blob = _compress.compress_bytes(options.compression, level, meta_tar)
+    meta_digest = dest.add_blob_bytes(meta_blob)
+    meta_diff_id = sha256_digest(meta_tar)
+
+    # config: the base's, with our layers and history appended
+    config = copy.deepcopy(base.config)
+    epoch = options.source_date_epoch
+    if epoch is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        try:
+            epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+        except ValueError:
+            raise UsageError("SOURCE_DATE_EPOCH must be an integer (seconds)") from None
+    created = _rfc3339(epoch) if epoch is not None else config.get("created")
+    if epoch is not None:
+        config["created"] = created
+    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = list(rootfs.get("diff_ids") or [])
+    history = list(config.get("history") or [])
+    common = {
+        A_STORE: store,
+        A_WHITEOUTS: options.whiteouts,
+        A_FORMAT: FORMAT_VERSION,
+    }
+    new_layers: list[Descriptor] = []
+    for job in jobs:
+        r = results[job.layer_id]
+        rootfs["diff_ids"].append(r.diff_id)
+        entry: dict[str, Any] = {}
+        if created:
+            entry["created"] = created
+        entry["created_by"] = (
+            f"bootc-embed: {job.image} layer {job.index}/{job.count} ({job.diff_id})"
+        )
+        entry["comment"] = f"containers-storage layer {job.layer_id}"
+        history.append(entry)
+        new_layers.append(
+            Descriptor(
+                r.media_type,
+                r.digest,
+                r.size,
+                {
+                    A_LAYER: "app",
+                    A_LAYER_ID: job.layer_id,
+                    A_SOURCE_DIFF_ID: job.diff_id,
+                    **common,
+                },
+            )
+        )
+    rootfs["diff_ids"].append(meta_diff_id)
+    entry = {"created": created} if created else {}
+    entry["created_by"] = f"bootc-embed: containers-storage metadata ({len(image_records)} images)"
+    history.append(entry)
+    new_layers.append(
+        Descriptor(
+            _compress.MEDIA_TYPES[options.compression],
+            meta_digest,
+            len(meta_blob),
+            {A_LAYER: "metadata", **common},
+        )
+    )
+    config["history"] = history
+    config_raw = json_bytes(config)
+    config_digest = dest.add_blob_bytes(config_raw)
+
+    base_layers = [
+        Descriptor(LAYER_TYPES.get(d.media_type, d.media_type), d.digest, d.size, d.annotations)
+        for d in base.manifest.layers
+    ]
+    images_annotation = [
+        {"name": str(app.name), "digest": app.image.manifest.digest} for app in apps
+    ]
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_raw)},
+        "layers": [d.to_json() for d in (*base_layers, *new_layers)],
+        "annotations": {
+            A_FORMAT: FORMAT_VERSION,
+            A_IMAGES: json_bytes(images_annotation).decode(),
+            A_STORE: store,
+            A_BASE_DIGEST: base.manifest.digest,
+        },
+    }
+    manifest_raw = json_bytes(manifest)
+    for job in jobs:
+        r = results[job.layer_id]
+        dest.add_blob_file(r.blob_path, r.digest)
+    dest.commit(manifest_raw, OCI_MANIFEST)
+
+    embedded: list[EmbeddedImage] = []
+    emitted: set[str] = set()
+    for app in apps:
+        e = EmbeddedImage(
+            str(app.name),
+            str(app.ref),
+            app.image.manifest.digest,
+            _storage.digest_hex(app.image.manifest.config.digest),
+        )
+        for desc, diff_id, lid in zip(
+            app.image.manifest.layers, app.image.diff_ids, app.layer_ids, strict=True
+        ):
+            r = results[lid]
+            e.layers.append(
+                EmbeddedLayer(
+                    lid,
+                    desc.digest,
+                    diff_id,
+                    r.digest,
+                    r.diff_id,
+                    r.size,
+                    lid not in emitted,
+                    r.whiteouts,
+                    r.left_out,
+                )
+            )
+            emitted.add(lid)
+        embedded.append(e)
+    all_results = [results[j.layer_id] for j in jobs]
+    return BuildResult(
+        output=str(out_ref),
+        manifest_digest=sha256_digest(manifest_raw),
+        config_digest=config_digest,
+        base_layers=len(base_layers),
+        images=embedded,
+        metadata_layer={"digest": meta_digest, "diff_id": meta_diff_id, "size": len(meta_blob)},
+        bytes_added=sum(r.size for r in all_results) + len(meta_blob),
+        whiteouts_converted=sum(r.whiteouts for r in all_results),
+        entries_left_out=sum(r.left_out for r in all_results),
+        left_out_paths=[p for r in all_results for p in r.left_out_paths],
+    )

@@ -1,0 +1,155 @@
+"""Transports: each translates one kind of image storage to and from the image model.
+
+A source hands out verified blobs by descriptor; a destination stages blobs and makes the
+image visible only at :meth:`ImageDestination.commit` (an error before that leaves nothing at
+the output reference).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from .._digest import VerifyingReader, sha256_digest
+from .._model import (
+    INDEX_TYPES,
+    Descriptor,
+    Manifest,
+    Platform,
+    index_manifests,
+    load_json,
+    sniff_media_type,
+)
+from .._reference import Reference
+from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError
+
+MAX_METADATA_BYTES = 64 << 20
+
+
+class ImageSource(Protocol):
+    reference: Reference
+
+    def top_descriptor(self) -> Descriptor:
+        """The descriptor the reference names (a manifest or an index)."""
+        ...
+
+    def open_raw(self, desc: Descriptor) -> BinaryIO:
+        """The blob's bytes, unverified (callers use :func:`open_blob`)."""
+        ...
+
+    def blob_path(self, desc: Descriptor) -> tuple[Path, int] | None:
+        """(file, offset) holding the blob, when it is a plain local file region."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ImageDestination(Protocol):
+    reference: Reference
+
+    def has_blob(self, digest: str) -> bool: ...
+
+    def staging_dir(self) -> Path:
+        """A directory on the destination's filesystem for temporary blob files."""
+        ...
+
+    def add_blob_file(self, path: Path, digest: str) -> None:
+        """Stage a finished blob file (moved, not copied)."""
+        ...
+
+    def add_blob_bytes(self, data: bytes) -> str: ...
+
+    def commit(self, manifest: bytes, media_type: str) -> None:
+        """Make the image visible under the reference (tag added or replaced)."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+def open_blob(source: ImageSource, desc: Descriptor, what: str) -> VerifyingReader:
+    return VerifyingReader(source.open_raw(desc), desc.digest, desc.size, what)
+
+
+def read_blob(source: ImageSource, desc: Descriptor, what: str) -> bytes:
+    """A small blob (manifest, config), verified against its descriptor."""
+    if desc.size > MAX_METADATA_BYTES:
+        raise ImageFormatError(f"{what}: {desc.size} bytes is too large for metadata")
+    with open_blob(source, desc, what) as r:
+        data = r.read(desc.size)
+        r.verify()
+    return data
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """One platform's image: its manifest, config, and the index it was reached through."""
+
+    source: ImageSource
+    manifest: Manifest
+    config_raw: bytes
+    config: dict[str, Any]
+    index_digest: str | None
+    index_raw: bytes | None
+
+    @property
+    def diff_ids(self) -> list[str]:
+        rootfs = self.config.get("rootfs") or {}
+        ids = rootfs.get("diff_ids")
+        if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
+            raise ImageFormatError(f"{self.source.reference}: config has no rootfs.diff_ids list")
+        return list(ids)
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(
+            str(self.config.get("os") or "linux"),
+            str(self.config.get("architecture") or ""),
+            self.config.get("variant") or None,
+        ).normalized()
+
+
+def resolve(source: ImageSource, platform: Platform | None) -> ResolvedImage:
+    """Follow the reference to one image manifest (choosing a platform in an index)."""
+    ref = str(source.reference)
+    desc = source.top_descriptor()
+    raw = read_blob(source, desc, f"{ref}: manifest")
+    index_digest: str | None = None
+    index_raw: bytes | None = None
+    mt = desc.media_type or sniff_media_type(load_json(raw, f"{ref}: manifest"))
+    if mt in INDEX_TYPES:
+        index_digest, index_raw = desc.digest, raw
+        entries = index_manifests(raw, f"{ref}: index")
+        want = platform or Platform.host()
+        chosen = [e for e in entries if e.platform is not None and e.platform.matches(want)] or [
+            e for e in entries if e.platform is None and len(entries) == 1
+        ]
+        if not chosen:
+            have = ", ".join(str(e.platform) for e in entries if e.platform) or "none"
+            raise ImageReferenceError(
+                f"{ref}: the index has no image for platform {want} (it has: {have}); "
+                f"choose one with --platform"
+            )
+        desc = chosen[0]
+        raw = read_blob(source, desc, f"{ref}: manifest for {want}")
+    manifest = Manifest.parse(raw, desc.digest, f"{ref}: manifest")
+    config_raw = read_blob(source, manifest.config, f"{ref}: config")
+    config = load_json(config_raw, f"{ref}: config")
+    resolved = ResolvedImage(source, manifest, config_raw, config, index_digest, index_raw)
+    if len(resolved.diff_ids) != len(manifest.layers):
+        raise ImageFormatError(
+            f"{ref}: the manifest lists {len(manifest.layers)} layers but the config has "
+            f"{len(resolved.diff_ids)} diff_ids"
+        )
+    return resolved
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Stable compact JSON for everything we write."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def verify_bytes(data: bytes, desc: Descriptor, what: str) -> None:
+    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+        raise DigestMismatchError(f"{what}: content does not match {desc.digest}")

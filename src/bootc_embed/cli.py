@@ -1,0 +1,200 @@
+"""The ``bootc-embed`` command: parses, shows progress, calls the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, _compress
+from ._build import BuildOptions, BuildResult, build
+from ._storage import DEFAULT_STORE
+from .errors import BootcEmbedError, UsageError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _levels() -> str:
+    return "; ".join(
+        f"{a}: {r.start}-{r.stop - 1} (default {_compress.DEFAULT_LEVEL[a]})"
+        for a, r in _compress.LEVELS.items()
+    )
+
+
+def _run(fn: Callable[[], int | None]) -> None:
+    """Errors become one clear line on stderr and an exit status, never a traceback."""
+    try:
+        code = fn() or 0
+    except UsageError as e:
+        click.echo(f"bootc-embed: error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except BootcEmbedError as e:
+        click.echo(f"bootc-embed: error: {e}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except KeyboardInterrupt:
+        click.echo("bootc-embed: interrupted; nothing was written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        click.echo(f"bootc-embed: error: {e.strerror or e}{where}", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bootc-embed")
+def main() -> None:
+    """Physically bind application container images into a bootc image."""
+
+
+@main.command("build")
+@click.option("--base", required=True, metavar="REF", help="The bootc base image.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    required=True,
+    metavar="[NAME=]REF",
+    help="An app image to embed, and the fully qualified name podman will show for it. Repeatable.",
+)
+@click.option("--output", required=True, metavar="REF", help="Where to write the result.")
+@click.option(
+    "--store-path",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="The additional image store's path on the host (must be under /usr).",
+)
+@click.option(
+    "--whiteouts",
+    type=click.Choice(["xattr", "chardev", "ostree"]),
+    default="xattr",
+    show_default=True,
+    help="How deletions inside app layers are written (see docs/cli.md).",
+)
+@click.option(
+    "--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True
+)
+@click.option(
+    "--compression-level",
+    type=int,
+    default=None,
+    help="Compression level. Allowed: " + _levels() + ".",
+)
+@click.option(
+    "--platform",
+    default=None,
+    metavar="OS/ARCH[/VARIANT]",
+    help="Platform to take from multi-platform images (default: the base's, else the host's).",
+)
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Layers worked on at once.")
+@click.option("--tmpdir", default=None, help="Directory for temporary spool files.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def build_cmd(
+    base: str,
+    images: tuple[str, ...],
+    output: str,
+    store_path: str,
+    whiteouts: str,
+    compression: str,
+    compression_level: int | None,
+    platform: str | None,
+    jobs: int | None,
+    tmpdir: str | None,
+    as_json: bool,
+) -> None:
+    """Embed app images into a bootc base image.
+
+    REF is oci:DIR[:TAG] or oci-archive:FILE[:TAG]. Each app layer becomes one output layer
+    holding its files under STORE/overlay/<layer-id>/diff/; a final layer holds the store's
+    metadata. Base layers pass through untouched.
+    """
+    options = BuildOptions(
+        base=base,
+        images=images,
+        output=output,
+        store_path=store_path,
+        whiteouts=whiteouts,
+        compression=compression,
+        compression_level=compression_level,
+        platform=platform,
+        jobs=jobs,
+        tmpdir=tmpdir,
+    )
+
+    def go() -> int:
+        result = _build_with_progress(options)
+        if as_json:
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            _print_summary(result)
+        return 0
+
+    _run(go)
+
+
+def _build_with_progress(options: BuildOptions) -> BuildResult:
+    if sys.stderr.isatty():
+        from ._progress import RichReporter
+
+        with RichReporter() as reporter:
+            return build(options, reporter)
+    return build(options)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _print_summary(result: BuildResult) -> None:
+    """Human summary on stderr (stdout stays clean for --json users and pipes)."""
+    out: list[str] = []
+    for img in result.images:
+        new = [layer for layer in img.layers if layer.emitted]
+        out.append(
+            f"embedded {img.name} ({img.manifest_digest[:19]}): {len(img.layers)} layers, "
+            f"{len(new)} new, {_human(sum(layer.size for layer in new))}"
+        )
+    out.append(
+        f"wrote {result.output} ({result.manifest_digest}): {result.base_layers} base layers + "
+        f"{sum(len([x for x in i.layers if x.emitted]) for i in result.images)} app layers + "
+        f"1 metadata layer, {_human(result.bytes_added)} added"
+    )
+    if result.whiteouts_converted:
+        out.append(f"whiteouts converted: {result.whiteouts_converted}")
+    if result.entries_left_out:
+        shown = ", ".join(result.left_out_paths[:5])
+        more = " ..." if len(result.left_out_paths) > 5 else ""
+        out.append(
+            f"device nodes/fifos left out of the store: {result.entries_left_out} "
+            f"({shown}{more}); exports stay exact through tar-split"
+        )
+    for line in out:
+        click.echo(line, err=True)
+
+
+@main.command("demo")
+@click.argument("workdir", required=False, type=click.Path(file_okay=False, path_type=Path))
+def demo_cmd(workdir: Path | None) -> None:
+    """Make small sample images (no network), embed them, and show what happened."""
+    from . import _demo
+
+    def go() -> int:
+        return _demo_main(_demo, workdir)
+
+    _run(go)
+
+
+def _demo_main(module: Any, workdir: Path | None) -> int:
+    from rich.console import Console
+
+    return int(module.run_demo(workdir, Console()) or 0)
