@@ -81,8 +81,36 @@ class TarSplitWriter:
         self._gz.write(line.encode("utf-8"))
         self._position += 1
 
+    def end(self, read: Callable[[int], bytes], pos: int, end_offset: int, total: int) -> None:
+        """The records after the last entry: Go's last raw read (padding and end-of-archive
+        blocks), then any trailing bytes in 1 MiB pieces, as tar-split reads them."""
+        self.segment(read(end_offset - pos))
+        pos = end_offset
+        while pos < total:
+            n = min(1 << 20, total - pos)
+            self.segment(read(n))
+            pos += n
+
     def close(self) -> None:
         self._gz.close()
+
+
+def write_tarsplit(tar: BinaryIO, sink: BinaryIO) -> None:
+    """tar-split records of a whole (seekable, uncompressed) tar stream."""
+    from ._tar import TarReader
+
+    reader = TarReader(tar, crc=crc64)
+    entries = list(reader)
+    tar.seek(0)
+    ts = TarSplitWriter(sink)
+    pos = 0
+    for e in entries:
+        ts.segment(tar.read(e.data_offset - pos))
+        ts.file(e.name, e.size, e.crc)
+        tar.seek(e.data_size, 1)
+        pos = e.data_offset + e.data_size
+    ts.end(tar.read, pos, reader.end_offset, reader.total_size)
+    ts.close()
 
 
 def read_entries(stream: BinaryIO) -> Iterator[dict[str, object]]:

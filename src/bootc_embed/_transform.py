@@ -589,13 +589,7 @@ def _pass2(
             spool.seek(e.data_size, os.SEEK_CUR)
             pos += e.data_size
             progress.advance(e.data_size)
-    # the end of the archive: Go's last raw read, then what follows in 1 MiB pieces
-    ts.segment(_read_exact(spool, reader.end_offset - pos, what))
-    pos = reader.end_offset
-    while pos < reader.total_size:
-        n = min(_BUF, reader.total_size - pos)
-        ts.segment(_read_exact(spool, n, what))
-        pos += n
+    ts.end(lambda n: _read_exact(spool, n, what), pos, reader.end_offset, reader.total_size)
     ts.close()
     emit(dir_header(f"{store}/overlay-layers"))
     size = tarsplit_file.tell()
