@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import functools
 import datetime
 import os
 import posixpath
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,28 +269,32 @@ def _run(
     try:
         staging = dest.staging_dir()
         cancel = threading.Event()
-        workers = options.jobs or min(os.cpu_count() or 1, max(len(jobs), 1))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures: list[concurrent.futures.Future[Any]] = []
-            for desc in base.manifest.layers:
-                if not dest.has_blob(desc.digest):
-                    futures.append(
-                        pool.submit(_copy_blob, base_src, desc, dest, staging, reporter, cancel)
+        tasks: list[Callable[[], LayerResult | None]] = [
+            functools.partial(_copy_blob, base_src, desc, dest, staging, reporter, cancel)
+            for desc in base.manifest.layers
+            if not dest.has_blob(desc.digest)
+        ]
+        tasks += [
+            functools.partial(_transform, job, staging, options.tmpdir, reporter, cancel)
+            for job in jobs
+        ]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        workers = min(options.jobs or cores, max(len(tasks), 1))
+        if workers == 1:
+            outcomes: Iterable[LayerResult | None] = (task() for task in tasks)
+            _collect(outcomes, results)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(task) for task in tasks]
+                try:
+                    _collect(
+                        (f.result() for f in concurrent.futures.as_completed(futures)), results
                     )
-            for job in jobs:
-                futures.append(
-                    pool.submit(_transform, job, staging, options.tmpdir, reporter, cancel)
-                )
-            try:
-                for fut in concurrent.futures.as_completed(futures):
-                    res = fut.result()
-                    if isinstance(res, LayerResult):
-                        results[res.layer_id] = res
-            except BaseException:
-                cancel.set()
-                for f in futures:
-                    f.cancel()
-                raise
+                except BaseException:
+                    cancel.set()
+                    for f in futures:
+                        f.cancel()
+                    raise
         return _assemble(
             options, store, out_ref, base, apps, jobs, results, dest, layer_created, layer_parent
         )
@@ -298,6 +303,12 @@ def _run(
             r.blob_path.unlink(missing_ok=True)
         dest.abort()
         raise
+
+
+def _collect(outcomes: Iterable[LayerResult | None], results: dict[str, LayerResult]) -> None:
+    for res in outcomes:
+        if res is not None:
+            results[res.layer_id] = res
 
 
 def _transform(

@@ -14,6 +14,7 @@ its arguments.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -60,10 +61,10 @@ class TarEntry:
     devminor: int = 0
     pax_mtime: str | None = None
     xattrs: dict[str, bytes] = field(default_factory=dict)
-    raw_start: int = 0  # offset of the first raw byte after the previous entry's content
     data_offset: int = 0  # offset of this entry's content in the stream
     data_size: int = 0  # bytes of content actually stored in the stream
     crc: int = 0  # CRC-64/ISO of the content (when the reader computes it)
+    raw: bytes = b""  # raw bytes since the previous entry's content (when capturing)
 
 
 def _parse_string(b: bytes) -> bytes:
@@ -97,7 +98,7 @@ def _checksum_ok(blk: bytes) -> bool:
         value = int(_parse_string(stored) or b"0", 8)
     except ValueError:
         return False
-    unsigned = sum(blk[:148]) + 8 * 32 + sum(blk[156:])
+    unsigned = sum(blk) - sum(blk[148:156]) + 8 * 32
     if value == unsigned:
         return True
     signed = sum((c - 256 if c > 127 else c) for c in blk[:148]) + 8 * 32
@@ -132,11 +133,17 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
 
 
 class _Buffered:
-    """Buffered reading from a stream; every chunk read is shown to ``on_chunk`` once."""
+    """Buffered reading from a stream; every chunk read is shown to ``on_chunk`` once.
 
-    __slots__ = ("_buf", "_chunk", "_on_chunk", "_pos", "_raw", "eof", "offset")
+    Bytes taken with :meth:`read` or :meth:`skip` (everything but entry content) are also kept
+    in ``raw`` when ``capture`` is on: tar-split stores them verbatim.
+    """
 
-    def __init__(self, raw: BinaryIO, on_chunk: Callable[[bytes], None] | None, chunk: int) -> None:
+    __slots__ = ("_buf", "_chunk", "_on_chunk", "_pos", "_raw", "capture", "eof", "offset", "raw")
+
+    def __init__(
+        self, raw: BinaryIO, on_chunk: Callable[[bytes], None] | None, chunk: int, capture: bool
+    ) -> None:
         self._raw = raw
         self._on_chunk = on_chunk
         self._chunk = chunk
@@ -144,6 +151,8 @@ class _Buffered:
         self._pos = 0
         self.offset = 0  # absolute offset of the next unread byte
         self.eof = False
+        self.capture = capture
+        self.raw: list[bytes] = []
 
     def _fill(self) -> bool:
         if self.eof:
@@ -167,6 +176,21 @@ class _Buffered:
         out = self._buf[self._pos : self._pos + n]
         self._pos += len(out)
         self.offset += len(out)
+        if self.capture:
+            self.raw.append(out)
+        return out
+
+    def skip(self, n: int) -> int:
+        """Read ``n`` raw bytes (kept when capturing); returns how many there were."""
+        return len(self.read(n)) if n <= 1 << 20 else self.consume(n, self._keep)
+
+    def _keep(self, piece: memoryview) -> None:
+        if self.capture:
+            self.raw.append(bytes(piece))
+
+    def take_raw(self) -> bytes:
+        out = b"".join(self.raw)
+        self.raw.clear()
         return out
 
     def consume(self, n: int, fn: Callable[[memoryview], None] | None) -> int:
@@ -186,23 +210,28 @@ class _Buffered:
             done += take
         return done
 
-    def drain(self) -> int:
-        """Read to the end of the stream; returns how many bytes there were."""
-        total = len(self._buf) - self._pos
-        self.offset += total
-        self._buf, self._pos = b"", 0
-        while self._fill():
-            total += len(self._buf)
-            self.offset += len(self._buf)
-            self._buf = b""
-        return total
+    def drain(self, piece: Callable[[bytes], None] | None) -> None:
+        """Read to the end of the stream, in pieces of at most 1 MiB."""
+        while True:
+            if self._pos == len(self._buf) and not self._fill():
+                return
+            take = min(len(self._buf) - self._pos, 1 << 20)
+            if piece is not None:
+                piece(self._buf[self._pos : self._pos + take])
+            self._pos += take
+            self.offset += take
 
 
 class TarReader:
-    """Iterates a tar stream the way Go's reader does, exposing raw-byte offsets.
+    """Iterates a tar stream the way Go's reader does.
 
-    ``on_chunk`` sees every byte of the stream exactly once, in order (for hashing and
-    spooling). ``content`` (optional) receives every piece of entry content.
+    ``on_chunk`` sees every byte of the stream exactly once, in order (for hashing). After an
+    entry is yielded, its content may be taken with :meth:`read_content`; content not taken is
+    skipped when iteration resumes. With ``crc``, each entry's content CRC is computed into
+    ``entry.crc``. With ``capture``, ``entry.raw`` holds the raw bytes between the previous
+    entry's content and this entry's content (what tar-split stores as a segment), and after
+    the iteration ``trailer`` holds the raw bytes after the last content: Go's last raw read
+    (padding and end-of-archive blocks) then any trailing bytes in 1 MiB pieces.
     """
 
     def __init__(
@@ -211,14 +240,14 @@ class TarReader:
         on_chunk: Callable[[bytes], None] | None = None,
         chunk_size: int = 1 << 20,
         crc: Callable[..., int] | None = None,
+        capture: bool = False,
     ) -> None:
-        self._in = _Buffered(raw, on_chunk, chunk_size)
-        self._pad = 0
-        self._remaining = 0
+        self._in = _Buffered(raw, on_chunk, chunk_size, capture)
         self._crc = crc
+        self._pending: TarEntry | None = None
         self.end_offset = 0  # offset just after the end-of-archive blocks
-        self.final_raw_start = 0  # where the raw bytes after the last entry's content begin
-        self.total_size = 0  # length of the whole stream (after close)
+        self.total_size = 0  # length of the whole stream (after the iteration)
+        self.trailer: list[bytes] = []
 
     def _read_block(self) -> bytes | None:
         blk = self._in.read(BLOCK)
@@ -236,15 +265,41 @@ class TarReader:
 
     def _skip_padding(self, size: int) -> None:
         pad = -size % BLOCK
-        if pad and self._in.consume(pad, None) < pad:
+        if pad and self._in.skip(pad) < pad:
             raise TarFormatError("unexpected end of tar stream (truncated padding)")
+
+    def read_content(self, fn: Callable[[memoryview], None] | None) -> None:
+        """Pass the current entry's content, piece by piece, to ``fn``."""
+        e = self._pending
+        if e is None:
+            return
+        self._pending = None
+        nb = e.data_size
+        crc_fn = self._crc
+        if crc_fn is not None and nb:
+            state = [0]
+
+            def piece(p: memoryview) -> None:
+                state[0] = crc_fn(p, state[0])
+                if fn is not None:
+                    fn(p)
+
+            got = self._in.consume(nb, piece)
+            e.crc = state[0]
+        else:
+            got = self._in.consume(nb, fn)
+        if got < nb:
+            raise TarFormatError(
+                f"unexpected end of tar stream in the content of "
+                f"{e.name.decode('utf-8', 'replace')!r}"
+            )
+        self._skip_padding(nb)  # the padding belongs to the next raw segment
 
     def __iter__(self) -> Iterator[TarEntry]:
         return self._entries()
 
     def _entries(self) -> Iterator[TarEntry]:
         inp = self._in
-        raw_start = 0
         while True:
             pax: dict[str, bytes] = {}
             long_name: bytes | None = None
@@ -252,14 +307,12 @@ class TarReader:
             while True:
                 blk = self._read_block()
                 if blk is None:
-                    self.end_offset = inp.offset
-                    self._finish(raw_start)
+                    self._finish()
                     return
                 if blk == _ZERO_BLOCK:
                     blk2 = self._read_block()
                     if blk2 is None or blk2 == _ZERO_BLOCK:
-                        self.end_offset = inp.offset
-                        self._finish(raw_start)
+                        self._finish()
                         return
                     raise TarFormatError("zero block followed by a non-zero block in tar stream")
                 if not _checksum_ok(blk):
@@ -273,7 +326,8 @@ class TarReader:
                 if typeflag in (XHEADER, XGLOBAL):
                     records = _parse_pax(self._read_special(size))
                     if typeflag == XGLOBAL:
-                        # Go returns a global header as an entry of its own, with no content.
+                        # Go returns a global header as an entry of its own, with no content;
+                        # its padding goes to the next raw segment.
                         entry = TarEntry(
                             name=_parse_string(blk[0:100]),
                             typeflag=XGLOBAL,
@@ -282,11 +336,10 @@ class TarReader:
                             gid=0,
                             size=0,
                             mtime=0,
-                            raw_start=raw_start,
                             data_offset=inp.offset,
                         )
+                        entry.raw = inp.take_raw()
                         yield entry
-                        raw_start = inp.offset
                         self._skip_padding(size)
                         break
                     self._skip_padding(size)
@@ -301,32 +354,22 @@ class TarReader:
                         long_link = value
                     continue
                 entry = self._make_entry(blk, typeflag, size, pax, long_name, long_link)
-                entry.raw_start = raw_start
-                nb = 0 if entry.typeflag in _HEADER_ONLY else entry.size
                 entry.data_offset = inp.offset
-                entry.data_size = nb
-                crc_fn = self._crc
-                if crc_fn is not None and nb:
-                    state = [0]
-
-                    def add(
-                        piece: memoryview, state: list[int] = state, fn: Callable[..., int] = crc_fn
-                    ) -> None:
-                        state[0] = fn(piece, state[0])
-
-                    got = inp.consume(nb, add)
-                    entry.crc = state[0]
-                else:
-                    got = inp.consume(nb, None)
-                if got < nb:
-                    raise TarFormatError(
-                        f"unexpected end of tar stream in the content of "
-                        f"{entry.name.decode('utf-8', 'replace')!r}"
-                    )
+                entry.data_size = 0 if entry.typeflag in _HEADER_ONLY else entry.size
+                entry.raw = inp.take_raw()
+                self._pending = entry
                 yield entry
-                raw_start = inp.offset  # the padding belongs to the next raw segment
-                self._skip_padding(nb)
+                self.read_content(None)
                 break
+
+    def _finish(self) -> None:
+        self.end_offset = self._in.offset
+        if self._in.capture:
+            self.trailer.append(self._in.take_raw())
+            self._in.drain(self.trailer.append)
+        else:
+            self._in.drain(None)
+        self.total_size = self._in.offset
 
     def _make_entry(
         self,
@@ -391,11 +434,6 @@ class TarReader:
             entry.typeflag = DIR if entry.name.endswith(b"/") else REG
         return entry
 
-    def _finish(self, raw_start: int) -> None:
-        self.final_raw_start = raw_start
-        self._in.drain()
-        self.total_size = self._in.offset
-
 
 # ---------------------------------------------------------------------------------------------
 # Writer
@@ -436,6 +474,9 @@ def _pax_record(key: str, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+
+
 def _ustar_block(
     name: bytes,
     prefix: bytes,
@@ -449,23 +490,26 @@ def _ustar_block(
     devmajor: int,
     devminor: int,
 ) -> bytes:
-    blk = bytearray(BLOCK)
-    blk[0 : len(name)] = name
-    blk[100:108] = _octal(mode, 8)
-    blk[108:116] = _octal(uid, 8)
-    blk[116:124] = _octal(gid, 8)
-    blk[124:136] = _octal(size, 12)
-    blk[136:148] = _octal(mtime, 12)
-    blk[148:156] = b"        "
-    blk[156:157] = typeflag
-    blk[157 : 157 + len(linkname)] = linkname
-    blk[257:263] = b"ustar\x00"
-    blk[263:265] = b"00"
-    blk[329:337] = _octal(devmajor, 8)
-    blk[337:345] = _octal(devminor, 8)
-    blk[345 : 345 + len(prefix)] = prefix
-    blk[148:156] = b"%06o\x00 " % sum(blk)
-    return bytes(blk)
+    fields = [
+        name,
+        b"%07o\x00" % mode,
+        b"%07o\x00" % uid,
+        b"%07o\x00" % gid,
+        b"%011o\x00" % size,
+        b"%011o\x00" % mtime,
+        b"        ",
+        typeflag,
+        linkname,
+        b"ustar\x0000",
+        b"",
+        b"",
+        b"%07o\x00" % devmajor,
+        b"%07o\x00" % devminor,
+        prefix,
+    ]
+    blk = _USTAR.pack(*fields)
+    fields[6] = b"%06o\x00 " % sum(blk)
+    return _USTAR.pack(*fields)
 
 
 def _is_ascii(b: bytes) -> bool:

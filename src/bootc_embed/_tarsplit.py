@@ -49,6 +49,19 @@ class TarSplitWriter:
     def __init__(self, sink: BinaryIO) -> None:
         self._gz = _compress.CompressingWriter("gzip", TARSPLIT_LEVEL, sink)
         self._position = 0
+        self._lines: list[str] = []
+        self._pending = 0
+
+    def _add(self, line: str) -> None:
+        self._lines.append(line)
+        self._pending += len(line)
+        if self._pending >= 1 << 16:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._gz.write("".join(self._lines).encode("utf-8"))
+        self._lines.clear()
+        self._pending = 0
 
     def segment(self, payload: bytes | memoryview) -> None:
         if not len(payload):
@@ -57,7 +70,7 @@ class TarSplitWriter:
             base64.b64encode(payload).decode("ascii"),
             self._position,
         )
-        self._gz.write(line.encode("utf-8"))
+        self._add(line)
         self._position += 1
 
     def file(self, name: bytes, size: int, crc: int) -> None:
@@ -78,38 +91,26 @@ class TarSplitWriter:
             payload,
             self._position,
         )
-        self._gz.write(line.encode("utf-8"))
+        self._add(line)
         self._position += 1
 
-    def end(self, read: Callable[[int], bytes], pos: int, end_offset: int, total: int) -> None:
-        """The records after the last entry: Go's last raw read (padding and end-of-archive
-        blocks), then any trailing bytes in 1 MiB pieces, as tar-split reads them."""
-        self.segment(read(end_offset - pos))
-        pos = end_offset
-        while pos < total:
-            n = min(1 << 20, total - pos)
-            self.segment(read(n))
-            pos += n
-
     def close(self) -> None:
+        self._flush()
         self._gz.close()
 
 
 def write_tarsplit(tar: BinaryIO, sink: BinaryIO) -> None:
-    """tar-split records of a whole (seekable, uncompressed) tar stream."""
+    """tar-split records of a whole uncompressed tar stream."""
     from ._tar import TarReader
 
-    reader = TarReader(tar, crc=crc64)
-    entries = list(reader)
-    tar.seek(0)
+    reader = TarReader(tar, crc=crc64, capture=True)
     ts = TarSplitWriter(sink)
-    pos = 0
-    for e in entries:
-        ts.segment(tar.read(e.data_offset - pos))
+    for e in reader:
+        ts.segment(e.raw)
+        reader.read_content(None)
         ts.file(e.name, e.size, e.crc)
-        tar.seek(e.data_size, 1)
-        pos = e.data_offset + e.data_size
-    ts.end(tar.read, pos, reader.end_offset, reader.total_size)
+    for piece in reader.trailer:
+        ts.segment(piece)
     ts.close()
 
 

@@ -1,13 +1,17 @@
-"""One app layer in, one re-rooted store layer out.
+"""One app layer in, one re-rooted store layer out, in one streaming pass.
 
-Pass 1 reads the input blob once: it verifies the blob digest, inflates, verifies the diff_id,
-parses every header (Go ``archive/tar`` semantics), computes each file's CRC-64 for tar-split,
-and spools the inflated tar to a temporary file. What it learns (which directories hold
-whiteouts or are opaque, which parents are missing, where hardlinks point) decides the output.
+The input blob is read once: its digest is verified, it is inflated (diff_id verified), every
+header is parsed with Go ``archive/tar`` semantics, and each entry goes straight to the output:
+re-rooted under ``<store>/overlay/<layer-id>/diff/``, whiteouts in the chosen form, into the
+compressor and the destination's staging area, hashing the tar (output diff_id) and the blob
+(output digest) on the way. The raw header bytes and content CRCs become the layer's tar-split.
 
-Pass 2 reads the spool once, in order: it writes the tar-split records (raw segments verbatim)
-and the re-rooted entries into the compressor, hashing both the tar (output diff_id) and the
-compressed blob (output digest) as they stream to the destination's staging area.
+A directory's header must carry what is known only later (``trusted.overlay.opaque`` when a
+whiteout or opaque marker shows up among its children, the metadata of its own entry when that
+comes after its children, the last hardlink header's metadata on a file). The pass writes
+optimistically; when the layer contradicts something already written, it starts over: one
+reading pass learns the whole layer (:class:`_Classifier`), and a second streaming pass writes
+it with that knowledge. Layers without such surprises, the vast majority, are read once.
 """
 
 from __future__ import annotations
@@ -172,129 +176,160 @@ def _decode(raw: bytes, what: str, kind: str) -> str:
         ) from None
 
 
-@dataclass
-class _Plan:
-    """What pass 1 learned about a layer."""
-
-    actions: list[tuple[str, str, str]]  # per entry: (action, cleaned path, extra)
-    dir_entries: dict[str, TarEntry]
-    opaque: set[str]
-    has_whiteouts: set[str]
-    uids: set[int]
-    gids: set[int]
-    whiteouts: int = 0
-    dropped: int = 0
-    left_out: list[str] = field(default_factory=list)
-    link_meta: dict[str, TarEntry] = field(default_factory=dict)
-    link_xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    whiteouts_form: str = "xattr"
+def _app_xattrs(e: TarEntry) -> dict[str, bytes]:
+    return _app_xattrs_of(e.xattrs)
 
 
-def _analyse(entries: list[TarEntry], whiteouts: str, what: str) -> _Plan:
-    plan = _Plan([], {}, set(), set(), set(), set())
-    kept: dict[str, bytes] = {}  # path -> typeflag, for entries that reach diff/
-    left_out: set[str] = set()
-    wh_targets: list[tuple[str, str, int]] = []
-    first_index: dict[str, int] = {}
-    link_of: dict[str, str] = {}
-    for i, e in enumerate(entries):
+def _app_xattrs_of(xattrs: dict[str, bytes] | None) -> dict[str, bytes]:
+    """The app's own xattrs: overlay's are ours to set."""
+    if not xattrs:
+        return {}
+    return {k: v for k, v in xattrs.items() if not k.startswith("trusted.overlay.")}
+
+
+def _parents(path: str) -> Iterator[str]:
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        yield "/".join(parts[:i])
+
+
+class _Classifier:
+    """Decides, entry by entry, what reaches ``diff/``, and learns what the layer holds.
+
+    Raises :class:`LayerContentError` for entries that cannot be embedded.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.kept: dict[str, bytes] = {}  # path -> typeflag of what reaches diff/
+        self.left_out: list[str] = []
+        self._left_out: set[str] = set()
+        self.opaque: set[str] = set()
+        self.whiteout_parents: set[str] = set()
+        self.dir_entries: dict[str, TarEntry] = {}
+        self.link_meta: dict[str, TarEntry] = {}  # file -> last header naming its inode
+        self.link_xattrs: dict[str, dict[str, bytes]] = {}
+        self._xattrs: dict[str, dict[str, bytes]] = {}  # of files, for their hardlinks
+        self._link_root: dict[str, str] = {}
+        self._victims: list[tuple[str, str]] = []  # (parent, deleted path)
+        self.uids: set[int] = set()
+        self.gids: set[int] = set()
+        self.markers = 0
+
+    def classify(self, e: TarEntry) -> tuple[str, str, str]:
+        """(action, cleaned path, extra): keep, whiteout, opaque, leftout or skip."""
+        what = self.what
         name = _decode(e.name, what, "entry name")
         where = f"{what}: entry {name!r}"
         if e.typeflag == XGLOBAL:
-            plan.actions.append(("skip", "", ""))
-            continue
-        base = posixpath.basename(name.rstrip("/"))
-        if not base.startswith(WH_PREFIX):
-            plan.uids.add(e.uid)
-            plan.gids.add(e.gid)
+            return ("skip", "", "")
+        if not posixpath.basename(name.rstrip("/")).startswith(WH_PREFIX):
+            self.uids.add(e.uid)
+            self.gids.add(e.gid)
         path = _clean(name)
         if path is None:
             raise LayerContentError(f"{where} leaves the layer root")
-        if path == WH_META.rstrip(".") or path.startswith(WH_META):
-            plan.actions.append(("skip", path, ""))  # AUFS metadata, skipped like podman
-            continue
+        if path.startswith(WH_META):
+            return ("skip", path, "")  # AUFS metadata, skipped like podman does
         base = posixpath.basename(path)
         parent = posixpath.dirname(path) or "."
         if base == WH_OPAQUE:
-            plan.opaque.add(parent)
-            plan.whiteouts += 1
-            plan.actions.append(("skip", path, ""))
-            continue
+            self.opaque.add(parent)
+            self.markers += 1
+            return ("opaque", parent, "")
         if base.startswith(WH_PREFIX):
             target = base[len(WH_PREFIX) :]
-            if target.startswith(WH_PREFIX) or not target:
+            if not target or target.startswith(WH_PREFIX):
                 raise LayerContentError(
                     f"{where}: a whiteout of a '.wh.' name cannot be written without a '.wh.' "
                     f"name in the store (ostree would treat it as a whiteout)"
                 )
-            plan.actions.append(("whiteout", path, target))
-            wh_targets.append((parent, target, i))
-            continue
+            self.whiteout_parents.add(parent)
+            self._victims.append((parent, target if parent == "." else f"{parent}/{target}"))
+            return ("whiteout", parent, target)
         if e.typeflag in _DEVICE_TYPES:
-            left_out.add(path)
-            plan.left_out.append(path)
-            plan.actions.append(("leftout", path, ""))
-            continue
+            self._left_out.add(path)
+            self.left_out.append(path)
+            return ("leftout", path, "")
         if e.typeflag not in _KEEP_TYPES:
             kind = "sparse file" if e.typeflag == b"S" else f"entry of type {e.typeflag!r}"
             raise LayerContentError(f"{where}: {kind} is not supported (podman cannot apply it)")
-        if path in kept:
+        if path in self.kept:
             raise LayerContentError(
                 f"{where} appears twice in the layer (tar-split and podman reject duplicates)"
             )
+        for k in e.xattrs:
+            _decode(k.encode("utf-8", "surrogateescape"), what, f"xattr name on {name!r}")
+        extra = ""
         if e.typeflag == SYMLINK:
             _decode(e.linkname, what, f"symlink target of {name!r}")
-        extra = ""
-        if e.typeflag == LINK:
+        elif e.typeflag == LINK:
             link = _decode(e.linkname, what, f"hardlink target of {name!r}")
             target = _clean(link)
             if target is None or target == ".":
                 raise LayerContentError(f"{where}: hardlink target {link!r} leaves the layer root")
-            if target in left_out:
-                left_out.add(path)
-                plan.left_out.append(path)
-                plan.actions.append(("leftout", path, ""))
-                continue
-            if kept.get(target) in (None, DIR):
+            if target in self._left_out:
+                self._left_out.add(path)
+                self.left_out.append(path)
+                return ("leftout", path, "")
+            if self.kept.get(target) in (None, DIR):
                 raise LayerContentError(
                     f"{where}: hardlink target {link!r} is not an earlier file of the same layer"
                 )
-            root = link_of.get(target, target)
-            link_of[path] = root
+            root = self._link_root.get(target, target)
+            self._link_root[path] = root
             extra = root
-            # the inode takes the metadata of the last header naming it (as podman applies them)
-            plan.link_meta[root] = e
-            plan.link_xattrs.setdefault(root, _app_xattrs(entries[first_index[root]])).update(
-                _app_xattrs(e)
-            )
-        for k in e.xattrs:
-            _decode(k.encode("utf-8", "surrogateescape"), what, f"xattr name on {name!r}")
-        if e.typeflag == DIR or path == ".":
-            plan.dir_entries[path] = e
-        kept[path] = DIR if path == "." else e.typeflag
-        first_index.setdefault(path, i)
-        plan.actions.append(("keep", path, extra))
-    for parent, target, i in wh_targets:
-        if parent in plan.opaque:
-            plan.dropped += 1
-            plan.actions[i] = ("skip", plan.actions[i][1], "")
-            continue
-        victim = target if parent == "." else f"{parent}/{target}"
-        if victim in kept:
-            raise LayerContentError(
-                f"{what}: entry {victim!r} is both deleted (whiteout) and created in the layer"
-            )
-        plan.has_whiteouts.add(parent)
-        plan.whiteouts += 1
-    for d in plan.has_whiteouts | plan.opaque:
-        if d != "." and kept.get(d) not in (None, DIR):
-            raise LayerContentError(f"{what}: whiteout inside {d!r}, which is not a directory")
-    plan.whiteouts_form = whiteouts
-    return plan
+            # podman applies each header naming the inode to it: the last one wins
+            self.link_meta[root] = e
+            merged = self.link_xattrs.setdefault(root, _app_xattrs_of(self._xattrs.get(root)))
+            merged.update(_app_xattrs(e))
+        if path == ".":
+            return ("skip", ".", "")  # podman ignores the layer's root entry
+        if e.typeflag == DIR:
+            self.dir_entries[path] = e
+        self.kept[path] = e.typeflag
+        if e.xattrs and e.typeflag != DIR:
+            self._xattrs[path] = e.xattrs
+        return ("keep", path, extra)
+
+    def dropped(self, parent: str) -> bool:
+        """A whiteout inside a directory the same layer makes opaque hides nothing."""
+        return parent in self.opaque
+
+    def finish(self) -> None:
+        for parent, victim in self._victims:
+            if not self.dropped(parent) and victim in self.kept:
+                raise LayerContentError(
+                    f"{self.what}: entry {victim!r} is both deleted (whiteout) and created in "
+                    f"the layer"
+                )
+        for d in self.whiteout_parents | self.opaque:
+            if d != "." and self.kept.get(d) not in (None, DIR):
+                raise LayerContentError(
+                    f"{self.what}: whiteout inside {d!r}, which is not a directory"
+                )
+
+    @property
+    def whiteouts(self) -> int:
+        return self.markers + sum(1 for p, _ in self._victims if not self.dropped(p))
+
+    @property
+    def whiteouts_dropped(self) -> int:
+        return sum(1 for p, _ in self._victims if self.dropped(p))
+
+
+class _Restart(Exception):
+    """The layer contradicts what the optimistic pass already wrote."""
 
 
 class _Out:
-    """Tar bytes → sha256 (diff_id) → compressor → sha256 (digest) → file."""
+    """Tar bytes → sha256 (diff_id) → compressor → sha256 (digest) → file.
+
+    Small pieces (headers, padding) are gathered and passed on together: per-call overhead,
+    not bytes, is what costs in a layer of many small files.
+    """
+
+    _GATHER = 1 << 16
 
     def __init__(self, algorithm: str, level: int, f: BinaryIO) -> None:
         self.tar_hash = hashlib.sha256()
@@ -302,6 +337,7 @@ class _Out:
         self.tar_size = 0
         self.blob_size = 0
         self._f = f
+        self._small = bytearray()
         self._comp = _compress.CompressingWriter(algorithm, level, self)  # type: ignore[arg-type]
 
     def write(self, data: bytes | memoryview) -> int:  # the compressor's sink
@@ -311,129 +347,28 @@ class _Out:
         return len(data)
 
     def emit(self, data: bytes | memoryview) -> None:
+        if len(data) < 4096:
+            self._small += data
+            if len(self._small) >= self._GATHER:
+                self._flush()
+            return
+        if self._small:
+            self._flush()
+        self._pass(data)
+
+    def _flush(self) -> None:
+        self._pass(self._small)
+        self._small = bytearray()
+
+    def _pass(self, data: bytes | bytearray | memoryview) -> None:
         self.tar_hash.update(data)
         self.tar_size += len(data)
         self._comp.write(data)
 
     def close(self) -> None:
+        if self._small:
+            self._flush()
         self._comp.close()
-
-
-def _overlay_xattrs(plan: _Plan, d: str) -> dict[str, bytes]:
-    if d in plan.opaque:
-        return {OVERLAY_OPAQUE: b"y"}
-    if d in plan.has_whiteouts and plan.whiteouts_form == "xattr":
-        return {OVERLAY_OPAQUE: b"x"}
-    return {}
-
-
-def _app_xattrs(e: TarEntry) -> dict[str, bytes]:
-    return {k: v for k, v in e.xattrs.items() if not k.startswith("trusted.overlay.")}
-
-
-def _store_prefix(store: str) -> str:
-    return store.strip("/")
-
-
-def _parents(path: str) -> Iterator[str]:
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        yield "/".join(parts[:i])
-
-
-def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise BootcEmbedError(f"{what}: temporary spool file is short")
-    return data
-
-
-def transform_layer(
-    job: LayerJob, staging: Path, tmpdir: str | None = None, progress: Progress | None = None
-) -> LayerResult:
-    """Run both passes for one layer; the output blob is left in ``staging``."""
-    progress = progress or Progress()
-    what = job.what
-    check_layer_descriptor(job.descriptor, what)
-    with (
-        tempfile.TemporaryFile(dir=tmpdir, prefix="bootc-embed-spool-") as spool,
-        tempfile.SpooledTemporaryFile(max_size=16 << 20, dir=tmpdir) as tarsplit_file,
-    ):
-        entries, reader, kind = _pass1(job, spool, progress)
-        plan = _analyse(entries, job.whiteouts, what)
-        fd, name = tempfile.mkstemp(dir=staging, prefix="layer-")
-        blob_path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                out = _Out(job.compression, job.level, f)
-                _pass2(job, spool, tarsplit_file, entries, reader, plan, out, progress)
-                out.close()
-        except BaseException:
-            blob_path.unlink(missing_ok=True)
-            raise
-    return LayerResult(
-        layer_id=job.layer_id,
-        digest="sha256:" + out.blob_hash.hexdigest(),
-        size=out.blob_size,
-        diff_id="sha256:" + out.tar_hash.hexdigest(),
-        media_type=_compress.MEDIA_TYPES[job.compression],
-        blob_path=blob_path,
-        input_diff_size=reader.total_size,
-        input_compression=_INPUT_COMPRESSION[kind],
-        uids=_storage.sorted_ids(plan.uids),
-        gids=_storage.sorted_ids(plan.gids),
-        whiteouts=plan.whiteouts,
-        whiteouts_dropped=plan.dropped,
-        left_out=len(plan.left_out),
-        left_out_paths=plan.left_out,
-    )
-
-
-def _pass1(
-    job: LayerJob, spool: BinaryIO, progress: Progress
-) -> tuple[list[TarEntry], TarReader, str]:
-    what = job.what
-    progress.start("reading", job.descriptor.size)
-    raw = open_blob(job.source, job.descriptor, what)
-    try:
-        counted = _Counting(raw, progress.advance)
-        head = counted.read(4)
-        kind = _compress.detect(head)
-        stream = _compress.open_decompressed(_Prefixed(head, counted), kind)  # type: ignore[arg-type]
-        diff_hash = hashlib.sha256()
-
-        def on_chunk(data: bytes) -> None:
-            diff_hash.update(data)
-            spool.write(data)
-
-        reader = TarReader(stream, on_chunk, crc=crc64)
-        try:
-            entries = list(reader)
-        except (TarFormatError, CompressionError) as e:
-            _prefer_digest_error(raw)
-            if isinstance(e, CompressionError):
-                raise CompressionError(f"{what}: {e}") from None
-            raise ImageFormatError(f"{what}: not a valid tar stream: {e}") from None
-        raw.verify()
-    finally:
-        raw.close()
-    actual = "sha256:" + diff_hash.hexdigest()
-    if actual != job.diff_id:
-        raise DigestMismatchError(
-            f"{what}: uncompressed content does not match the config's diff_id: expected "
-            f"{job.diff_id}, got {actual}"
-        )
-    return entries, reader, kind
-
-
-def _prefer_digest_error(raw: object) -> None:
-    """When the blob itself is corrupt, say so rather than how decompression failed."""
-    try:
-        raw.verify()  # type: ignore[attr-defined]
-    except DigestMismatchError:
-        raise
-    except BootcEmbedError:
-        pass
 
 
 class _Counting:
@@ -456,152 +391,124 @@ class _Counting:
         return True
 
 
-def _pass2(
-    job: LayerJob,
-    spool: BinaryIO,
-    tarsplit_file: BinaryIO,
-    entries: list[TarEntry],
-    reader: TarReader,
-    plan: _Plan,
-    out: _Out,
-    progress: Progress,
-) -> None:
-    what = job.what
-    store = _store_prefix(job.store)
-    layer_dir = f"{store}/overlay/{job.layer_id}"
-    diff = f"{layer_dir}/diff"
-    emit = out.emit
-    progress.start("writing", reader.total_size)
+class _Input:
+    """The input layer as a verified tar stream: blob digest, then diff_id, checked at the end."""
 
-    def dir_header(path: str, **kw: object) -> bytes:
-        return tar_header(path + "/", DIR, mode=0o755, **kw)  # type: ignore[arg-type]
-
-    # The store's skeleton for this layer: everything bootc-embed creates is root 0755/0644.
-    for p in [*_parents(store + "/x"), f"{store}/overlay", layer_dir]:
-        emit(dir_header(p))
-    link = _storage.link_id(job.layer_id)
-    emit_file(emit, f"{layer_dir}/link", link.encode())
-    if job.ancestors:
-        emit_file(emit, f"{layer_dir}/lower", _storage.lower_chain(job.ancestors).encode())
-    else:
-        emit(dir_header(f"{layer_dir}/empty"))
-    emit(dir_header(f"{layer_dir}/merged"))
-    emit(dir_header(f"{layer_dir}/work"))
-    emit(dir_header(f"{store}/overlay/l"))
-    emit(
-        tar_header(
-            f"{store}/overlay/l/{link}", SYMLINK, mode=0o777, linkname=f"../{job.layer_id}/diff"
+    def __init__(self, job: LayerJob, progress: Progress, capture: bool) -> None:
+        self.job = job
+        self._raw = open_blob(job.source, job.descriptor, job.what)
+        counted = _Counting(self._raw, progress.advance)  # type: ignore[arg-type]
+        head = counted.read(4)
+        self.kind = _compress.detect(head)
+        try:
+            stream = _compress.open_decompressed(_Prefixed(head, counted), self.kind)  # type: ignore[arg-type]
+        except CompressionError as e:
+            self._prefer_digest_error()
+            self._raw.close()
+            raise CompressionError(f"{job.what}: {e}") from None
+        self._diff_hash = hashlib.sha256()
+        self.reader = TarReader(
+            stream, self._diff_hash.update, crc=crc64 if capture else None, capture=capture
         )
+
+    def entries(self) -> Iterator[TarEntry]:
+        what = self.job.what
+        try:
+            yield from self.reader
+        except (TarFormatError, CompressionError) as e:
+            self._prefer_digest_error()
+            if isinstance(e, CompressionError):
+                raise CompressionError(f"{what}: {e}") from None
+            raise ImageFormatError(f"{what}: not a valid tar stream: {e}") from None
+
+    def _prefer_digest_error(self) -> None:
+        """When the blob itself is corrupt, say so rather than how decompression failed."""
+        try:
+            self._raw.verify()
+        except DigestMismatchError:
+            raise
+        except BootcEmbedError:
+            pass
+
+    def verify(self) -> None:
+        self._raw.verify()
+        actual = "sha256:" + self._diff_hash.hexdigest()
+        if actual != self.job.diff_id:
+            raise DigestMismatchError(
+                f"{self.job.what}: uncompressed content does not match the config's diff_id: "
+                f"expected {self.job.diff_id}, got {actual}"
+            )
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def transform_layer(
+    job: LayerJob, staging: Path, tmpdir: str | None = None, progress: Progress | None = None
+) -> LayerResult:
+    """Transform one layer; the output blob is left in ``staging``."""
+    progress = progress or Progress()
+    check_layer_descriptor(job.descriptor, job.what)
+    try:
+        return _attempt(job, staging, tmpdir, None, progress)
+    except _Restart:
+        pass
+    plan = _Classifier(job.what)
+    progress.start("analysing", job.descriptor.size)
+    inp = _Input(job, progress, capture=False)
+    try:
+        for e in inp.entries():
+            plan.classify(e)
+        inp.verify()
+    finally:
+        inp.close()
+    plan.finish()
+    return _attempt(job, staging, tmpdir, plan, progress)
+
+
+def _attempt(
+    job: LayerJob,
+    staging: Path,
+    tmpdir: str | None,
+    plan: _Classifier | None,
+    progress: Progress,
+) -> LayerResult:
+    fd, name = tempfile.mkstemp(dir=staging, prefix="layer-")
+    blob_path = Path(name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as f,
+            tempfile.SpooledTemporaryFile(max_size=16 << 20, dir=tmpdir) as tarsplit_file,
+        ):
+            out = _Out(job.compression, job.level, f)
+            progress.start("embedding", job.descriptor.size)
+            inp = _Input(job, progress, capture=True)
+            try:
+                live = _Writer(job, out, plan).run(inp, tarsplit_file)  # type: ignore[arg-type]
+                inp.verify()
+            finally:
+                inp.close()
+            live.finish()
+            out.close()
+    except BaseException:
+        blob_path.unlink(missing_ok=True)
+        raise
+    return LayerResult(
+        layer_id=job.layer_id,
+        digest="sha256:" + out.blob_hash.hexdigest(),
+        size=out.blob_size,
+        diff_id="sha256:" + out.tar_hash.hexdigest(),
+        media_type=_compress.MEDIA_TYPES[job.compression],
+        blob_path=blob_path,
+        input_diff_size=inp.reader.total_size,
+        input_compression=_INPUT_COMPRESSION[inp.kind],
+        uids=_storage.sorted_ids(live.uids),
+        gids=_storage.sorted_ids(live.gids),
+        whiteouts=live.whiteouts,
+        whiteouts_dropped=live.whiteouts_dropped,
+        left_out=len(live.left_out),
+        left_out_paths=live.left_out,
     )
-
-    emitted_dirs: set[str] = {"."}
-    # podman ignores a layer's "./" entry: diff/ is always 0555 root:root (overlay defaultPerms)
-    emit(tar_header(diff + "/", DIR, mode=0o555, xattrs=_overlay_xattrs(plan, ".") or None))
-
-    def ensure_parents(path: str) -> None:
-        for p in _parents(path):
-            if p not in emitted_dirs:
-                emitted_dirs.add(p)
-                emit(_entry_dir_header(diff, p, plan.dir_entries.get(p), plan))
-
-    ts = TarSplitWriter(tarsplit_file)  # type: ignore[arg-type]
-    buf = bytearray(_BUF)
-    view = memoryview(buf)
-    spool.seek(0)
-    pos = 0
-    form = job.whiteouts
-    for e, (action, path, extra) in zip(entries, plan.actions, strict=True):
-        seg_len = e.data_offset - pos
-        ts.segment(_read_exact(spool, seg_len, what))
-        ts.file(e.name, e.size, e.crc)
-        pos = e.data_offset
-        if action == "keep":
-            if path == ".":
-                pass
-            elif e.typeflag == DIR:
-                if path not in emitted_dirs:
-                    ensure_parents(path)
-                    emitted_dirs.add(path)
-                    emit(_entry_dir_header(diff, path, e, plan))
-            else:
-                ensure_parents(path)
-                mode = e.mode & 0o7777
-                xattrs = _app_xattrs(e)
-                name = f"{diff}/{path}"
-                if e.typeflag == SYMLINK:
-                    emit(_hdr(name, SYMLINK, e, mode, xattrs, linkname=e.linkname.decode()))
-                elif e.typeflag == LINK:
-                    emit(_hdr(name, LINK, e, mode, xattrs, linkname=f"{diff}/{extra}"))
-                else:
-                    final = plan.link_meta.get(path)
-                    if final is not None:  # podman applies each hardlink's header to the inode
-                        mode = final.mode & 0o7777
-                        xattrs = plan.link_xattrs[path]
-                        e_meta = final
-                    else:
-                        e_meta = e
-                    emit(_hdr(name, REG, e_meta, mode, xattrs, size=e.data_size))
-                    remaining = e.data_size
-                    while remaining:
-                        n = spool.readinto(view[: min(remaining, _BUF)])  # type: ignore[attr-defined]
-                        if not n:
-                            raise BootcEmbedError(f"{what}: temporary spool file is short")
-                        emit(view[:n])
-                        remaining -= n
-                        progress.advance(n)
-                    emit(padding(e.data_size))
-                    pos += e.data_size
-                    continue
-        elif action == "whiteout":
-            parent = posixpath.dirname(path) or "."
-            ensure_parents(path)
-            if parent not in emitted_dirs:
-                emitted_dirs.add(parent)
-                emit(_entry_dir_header(diff, parent, plan.dir_entries.get(parent), plan))
-            target = extra if parent == "." else f"{parent}/{extra}"
-            if form == "chardev":
-                emit(
-                    tar_header(
-                        f"{diff}/{target}", CHAR, mode=0, uid=e.uid, gid=e.gid, mtime=e.mtime
-                    )
-                )
-            elif form == "ostree":
-                ost = f".ostree-wh.{extra}" if parent == "." else f"{parent}/.ostree-wh.{extra}"
-                emit(
-                    tar_header(
-                        f"{diff}/{ost}", REG, mode=0o644, uid=e.uid, gid=e.gid, mtime=e.mtime
-                    )
-                )
-            else:
-                emit(
-                    tar_header(
-                        f"{diff}/{target}",
-                        REG,
-                        mode=0o644,
-                        uid=e.uid,
-                        gid=e.gid,
-                        mtime=e.mtime,
-                        xattrs={OVERLAY_WHITEOUT: b"y"},
-                    )
-                )
-        # content of entries that do not reach diff/ (devices never have any) is skipped
-        if e.data_size:
-            spool.seek(e.data_size, os.SEEK_CUR)
-            pos += e.data_size
-            progress.advance(e.data_size)
-    ts.end(lambda n: _read_exact(spool, n, what), pos, reader.end_offset, reader.total_size)
-    ts.close()
-    emit(dir_header(f"{store}/overlay-layers"))
-    size = tarsplit_file.tell()
-    tarsplit_file.seek(0)
-    emit(tar_header(f"{store}/overlay-layers/{job.layer_id}.tar-split.gz", REG, size=size))
-    while True:
-        chunk = tarsplit_file.read(_BUF)
-        if not chunk:
-            break
-        emit(chunk)
-    emit(padding(size))
-    emit(END_OF_ARCHIVE)
 
 
 def emit_file(emit: Callable[[bytes], None], name: str, data: bytes) -> None:
@@ -610,11 +517,205 @@ def emit_file(emit: Callable[[bytes], None], name: str, data: bytes) -> None:
     emit(padding(len(data)))
 
 
-def _hdr(
+def _dir_header(path: str) -> bytes:
+    """A directory bootc-embed itself creates: root, 0755, mtime 0."""
+    return tar_header(path + "/", DIR, mode=0o755)
+
+
+class _Writer:
+    """Streams one layer into the output, with ``plan`` (the whole layer, known) or without
+    (optimistic: raises :class:`_Restart` on a contradiction)."""
+
+    def __init__(self, job: LayerJob, out: _Out, plan: _Classifier | None) -> None:
+        self.job = job
+        self.out = out
+        self.plan = plan
+        self.live = _Classifier(job.what)
+        self.know = plan or self.live
+        store = job.store.strip("/")
+        self.store = store
+        self.layer_dir = f"{store}/overlay/{job.layer_id}"
+        self.diff = f"{self.layer_dir}/diff"
+        self.emitted_dirs: dict[str, bytes | None] = {}
+        self.emitted_meta: dict[str, tuple[object, ...]] = {}
+
+    def _wanted(self, d: str) -> bytes | None:
+        """The ``trusted.overlay.opaque`` value directory ``d`` needs."""
+        if d in self.know.opaque:
+            return b"y"
+        if d in self.know.whiteout_parents and self.job.whiteouts == "xattr":
+            return b"x"
+        return None
+
+    def _emit_dir(self, d: str) -> None:
+        """A directory of diff/: its own entry's metadata, or what podman gives a missing one."""
+        value = self._wanted(d)
+        self.emitted_dirs[d] = value
+        overlay = {OVERLAY_OPAQUE: value} if value else {}
+        if d == ".":
+            # podman ignores a layer's "./" entry: diff/ is 0555 root:root (defaultPerms)
+            self.out.emit(tar_header(self.diff + "/", DIR, mode=0o555, xattrs=overlay or None))
+            return
+        e = self.know.dir_entries.get(d)
+        name = f"{self.diff}/{d}/"
+        if e is None:
+            self.out.emit(tar_header(name, DIR, mode=0o755, xattrs=overlay or None))
+            return
+        xattrs = dict(sorted({**_app_xattrs(e), **overlay}.items()))
+        self.out.emit(
+            tar_header(
+                name,
+                DIR,
+                mode=e.mode & 0o7777,
+                uid=e.uid,
+                gid=e.gid,
+                mtime=e.mtime,
+                xattrs=xattrs or None,
+                pax_mtime=e.pax_mtime,
+            )
+        )
+
+    def _ensure_parents(self, path: str) -> None:
+        for p in _parents(path):
+            if p not in self.emitted_dirs:
+                self._emit_dir(p)
+
+    def _check_dir(self, d: str) -> None:
+        """``d`` was written already: its opaque marking must still be right."""
+        if self.emitted_dirs[d] != self._wanted(d):
+            raise _Restart
+
+    def _skeleton(self) -> None:
+        """Everything bootc-embed creates for the layer: root, 0755 dirs, 0644 files, mtime 0."""
+        emit, job, store, layer_dir = self.out.emit, self.job, self.store, self.layer_dir
+        for p in [*_parents(store + "/x"), f"{store}/overlay", layer_dir]:
+            emit(_dir_header(p))
+        link = _storage.link_id(job.layer_id)
+        emit_file(emit, f"{layer_dir}/link", link.encode())
+        if job.ancestors:
+            emit_file(emit, f"{layer_dir}/lower", _storage.lower_chain(job.ancestors).encode())
+        else:
+            emit(_dir_header(f"{layer_dir}/empty"))
+        emit(_dir_header(f"{layer_dir}/merged"))
+        emit(_dir_header(f"{layer_dir}/work"))
+        emit(_dir_header(f"{store}/overlay/l"))
+        emit(
+            tar_header(
+                f"{store}/overlay/l/{link}",
+                SYMLINK,
+                mode=0o777,
+                linkname=f"../{job.layer_id}/diff",
+            )
+        )
+        self._emit_dir(".")
+
+    def run(self, inp: _Input, tarsplit_file: BinaryIO) -> _Classifier:
+        ts = TarSplitWriter(tarsplit_file)
+        self._skeleton()
+        reader = inp.reader
+        for e in inp.entries():
+            ts.segment(e.raw)
+            e.raw = b""  # directories' entries are kept: not their raw bytes
+            action, path, extra = self.live.classify(e)
+            if action == "keep":
+                self._keep(e, path, extra, reader)
+            elif action == "whiteout":
+                self._whiteout(e, path, extra)
+            elif action == "opaque" and path in self.emitted_dirs:
+                self._check_dir(path)
+            reader.read_content(None)  # what is not written (devices have none) is skipped
+            ts.file(e.name, e.size, e.crc)
+        for piece in reader.trailer:
+            ts.segment(piece)
+        ts.close()
+        self._tarsplit(tarsplit_file)
+        return self.live
+
+    def _keep(self, e: TarEntry, path: str, extra: str, reader: TarReader) -> None:
+        emit = self.out.emit
+        if e.typeflag == DIR:
+            if path in self.emitted_dirs:
+                if self.plan is None:
+                    raise _Restart  # written already as a missing parent
+                return
+            self._ensure_parents(path)
+            self._emit_dir(path)
+            return
+        self._ensure_parents(path)
+        name = f"{self.diff}/{path}"
+        if e.typeflag == LINK:
+            if self.plan is None and self.emitted_meta[extra] != _meta(
+                e, self.live.link_xattrs[extra]
+            ):
+                raise _Restart  # the inode's metadata changes after it was written
+            emit(_entry_header(name, LINK, e, _app_xattrs(e), linkname=f"{self.diff}/{extra}"))
+            return
+        meta, xattrs = e, _app_xattrs(e)
+        if self.plan is not None and path in self.plan.link_meta:
+            meta, xattrs = self.plan.link_meta[path], self.plan.link_xattrs[path]
+        self.emitted_meta[path] = _meta(meta, xattrs)
+        if e.typeflag == SYMLINK:
+            emit(_entry_header(name, SYMLINK, meta, xattrs, linkname=e.linkname.decode()))
+            return
+        emit(_entry_header(name, REG, meta, xattrs, size=e.data_size))
+        reader.read_content(emit)
+        emit(padding(e.data_size))
+
+    def _whiteout(self, e: TarEntry, parent: str, target: str) -> None:
+        if self.know.dropped(parent):
+            return
+        if parent in self.emitted_dirs:
+            self._check_dir(parent)
+        else:
+            self._ensure_parents(parent)
+            self._emit_dir(parent)
+        form = self.job.whiteouts
+        rel = target if parent == "." else f"{parent}/{target}"
+        emit = self.out.emit
+        if form == "chardev":
+            # what podman writes itself: a 0:0 character device, mode 0, the whiteout's owner
+            emit(
+                tar_header(f"{self.diff}/{rel}", CHAR, mode=0, uid=e.uid, gid=e.gid, mtime=e.mtime)
+            )
+        elif form == "ostree":
+            ost = f".ostree-wh.{target}" if parent == "." else f"{parent}/.ostree-wh.{target}"
+            emit(tar_header(f"{self.diff}/{ost}", REG, uid=e.uid, gid=e.gid, mtime=e.mtime))
+        else:
+            emit(
+                tar_header(
+                    f"{self.diff}/{rel}",
+                    REG,
+                    uid=e.uid,
+                    gid=e.gid,
+                    mtime=e.mtime,
+                    xattrs={OVERLAY_WHITEOUT: b"y"},
+                )
+            )
+
+    def _tarsplit(self, tarsplit_file: BinaryIO) -> None:
+        emit = self.out.emit
+        emit(_dir_header(f"{self.store}/overlay-layers"))
+        size = tarsplit_file.tell()
+        tarsplit_file.seek(0)
+        emit(
+            tar_header(
+                f"{self.store}/overlay-layers/{self.job.layer_id}.tar-split.gz", REG, size=size
+            )
+        )
+        while chunk := tarsplit_file.read(_BUF):
+            emit(chunk)
+        emit(padding(size))
+        emit(END_OF_ARCHIVE)
+
+
+def _meta(e: TarEntry, xattrs: dict[str, bytes]) -> tuple[object, ...]:
+    return (e.mode & 0o7777, e.uid, e.gid, e.mtime, e.pax_mtime, sorted(xattrs.items()))
+
+
+def _entry_header(
     name: str,
     typeflag: bytes,
     e: TarEntry,
-    mode: int,
     xattrs: dict[str, bytes],
     *,
     linkname: str = "",
@@ -623,30 +724,12 @@ def _hdr(
     return tar_header(
         name,
         typeflag,
-        mode=mode,
+        mode=e.mode & 0o7777,
         uid=e.uid,
         gid=e.gid,
         size=size,
         mtime=e.mtime,
         linkname=linkname,
         xattrs=xattrs or None,
-        pax_mtime=e.pax_mtime,
-    )
-
-
-def _entry_dir_header(diff: str, path: str, e: TarEntry | None, plan: _Plan) -> bytes:
-    """A directory of diff/: its own entry's metadata, or what podman gives a missing parent."""
-    name = diff + "/" if path == "." else f"{diff}/{path}/"
-    xattrs = {**(_app_xattrs(e) if e else {}), **_overlay_xattrs(plan, path)}
-    if e is None:
-        return tar_header(name, DIR, mode=0o755, xattrs=xattrs or None)
-    return tar_header(
-        name,
-        DIR,
-        mode=e.mode & 0o7777,
-        uid=e.uid,
-        gid=e.gid,
-        mtime=e.mtime,
-        xattrs=dict(sorted(xattrs.items())) or None,
         pax_mtime=e.pax_mtime,
     )

@@ -35,7 +35,6 @@ class CompressionError(BootcEmbedError):
     """Corrupt or truncated compressed data, or an unsupported compression setting."""
 
 
-
 __all__ = [
     "BootcEmbedError",
     "CompressionError",
