@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import functools
 import datetime
+import functools
 import os
 import posixpath
 import tempfile
