@@ -73,6 +73,11 @@ def _parse_string(b: bytes) -> bytes:
 
 
 def _parse_numeric(b: bytes, what: str) -> int:
+    if b[:1] < b"\x80":
+        try:  # the usual form: octal digits, NUL or space terminated
+            return int(b.rstrip(b" \x00") or b"0", 8)
+        except ValueError:
+            pass
     if b and b[0] & 0x80:
         # base-256; the sign bit is 0x40 of the first byte
         neg = bool(b[0] & 0x40)

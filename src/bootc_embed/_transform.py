@@ -576,6 +576,8 @@ class _Writer:
         )
 
     def _ensure_parents(self, path: str) -> None:
+        if posixpath.dirname(path) in self.emitted_dirs:
+            return
         for p in _parents(path):
             if p not in self.emitted_dirs:
                 self._emit_dir(p)
