@@ -38,7 +38,7 @@ from ._transports import (
     resolve,
 )
 from ._transports.oci import open_destination, open_source
-from .errors import UsageError
+from .errors import ImageFormatError, UsageError
 
 ANNOTATION_PREFIX = "io.bootc-embed."
 A_FORMAT = "io.bootc-embed.format"
@@ -201,7 +201,13 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
                 )
             src = open_source(ref)
             sources.append(src)
-            image = resolve(src, platform or base.platform)
+            want = platform or base.platform
+            image = resolve(src, want)
+            if image.platform.architecture and not want.matches(image.platform):
+                raise ImageFormatError(
+                    f"{name} ({ref}) is a {image.platform} image but the output is for {want}; "
+                    f"an image of another platform cannot run on the host"
+                )
             for i, desc in enumerate(image.manifest.layers):
                 check_layer_descriptor(desc, f"{name}: layer {i + 1}/{len(image.manifest.layers)}")
             apps.append(_App(name, ref, src, image, _storage.layer_ids(image.diff_ids)))
