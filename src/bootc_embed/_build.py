@@ -138,6 +138,7 @@ class BuildResult:
             "bytes_added": self.bytes_added,
             "whiteouts_converted": self.whiteouts_converted,
             "entries_left_out": self.entries_left_out,
+            "left_out_paths": self.left_out_paths,
         }
 
 

@@ -131,7 +131,7 @@ def build_cmd(
         result = _build_with_progress(options)
         if as_json:
             click.echo(json.dumps(result.to_json(), indent=2))
-        else:
+        elif sys.stderr.isatty():  # quiet in pipes: the exit status says it worked
             _print_summary(result)
         return 0
 
