@@ -18,7 +18,22 @@ def check_algorithm(digest: str, what: str) -> None:
         raise DigestMismatchError(f"{what}: unsupported or malformed digest {digest!r}")
 
 
-class VerifyingReader:
+class Reader:
+    """A minimal readable binary stream: subclasses define ``read``."""
+
+    def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class VerifyingReader(Reader):
     """Reads ``raw`` and checks, at the end, that it had ``size`` bytes hashing to ``digest``.
 
     Call :meth:`verify` after the last read (it drains what is left): a mismatch raises
@@ -47,14 +62,6 @@ class VerifyingReader:
                     f"({self._size} bytes)"
                 )
         return data
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def verify(self) -> None:
         while self.read(1 << 20):

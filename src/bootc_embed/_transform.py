@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from . import _compress, _storage
+from ._digest import Reader
 from ._model import FOREIGN_MARKERS, Descriptor
 from ._tar import (
     CHAR,
@@ -132,7 +133,7 @@ def check_layer_descriptor(desc: Descriptor, what: str) -> None:
         raise ImageFormatError(f"{what}: unsupported layer media type {mt!r}")
 
 
-class _Prefixed:
+class _Prefixed(Reader):
     """``head`` followed by the rest of ``raw``."""
 
     def __init__(self, head: bytes, raw: BinaryIO) -> None:
@@ -147,14 +148,6 @@ class _Prefixed:
             data, self._head = self._head[:n], self._head[n:]
             return data
         return self._raw.read(n)
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
 
 def _clean(name: str) -> str | None:
@@ -371,7 +364,7 @@ class _Out:
         self._comp.close()
 
 
-class _Counting:
+class _Counting(Reader):
     def __init__(self, raw: BinaryIO, advance: Callable[[int], None]) -> None:
         self._raw = raw
         self._advance = advance
@@ -381,14 +374,6 @@ class _Counting:
         if data:
             self._advance(len(data))
         return data
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
 
 class _Input:

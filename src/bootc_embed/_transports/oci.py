@@ -62,7 +62,23 @@ class _Slice:
         pass
 
 
-class OCILayoutSource:
+class _LayoutSource:
+    """What both layout sources share: the tag lookup in index.json and blob naming."""
+
+    reference: Reference
+    _index: bytes
+
+    def top_descriptor(self) -> Descriptor:
+        entries = index_manifests(self._index, f"{self.reference}: index.json")
+        return _choose(entries, self.reference.tag, str(self.reference))
+
+    def _blob_name(self, desc: Descriptor) -> str:
+        check_algorithm(desc.digest, str(self.reference))
+        algo, _, hexpart = desc.digest.partition(":")
+        return f"blobs/{algo}/{hexpart}"
+
+
+class OCILayoutSource(_LayoutSource):
     """Reads an image from an OCI layout directory."""
 
     def __init__(self, ref: Reference) -> None:
@@ -75,14 +91,8 @@ class OCILayoutSource:
             raise ImageReferenceError(f"{ref}: {ref.path!r} is not an OCI layout (no index.json)")
         self._index = index.read_bytes()
 
-    def top_descriptor(self) -> Descriptor:
-        entries = index_manifests(self._index, f"{self.reference}: index.json")
-        return _choose(entries, self.reference.tag, str(self.reference))
-
     def _path(self, desc: Descriptor) -> Path:
-        check_algorithm(desc.digest, str(self.reference))
-        algo, _, hexpart = desc.digest.partition(":")
-        return self.root / "blobs" / algo / hexpart
+        return self.root / self._blob_name(desc)
 
     def open_raw(self, desc: Descriptor) -> BinaryIO:
         try:
@@ -99,7 +109,7 @@ class OCILayoutSource:
         pass
 
 
-class OCIArchiveSource:
+class OCIArchiveSource(_LayoutSource):
     """Reads an image from an OCI layout packed in a tar file, without unpacking it."""
 
     def __init__(self, ref: Reference) -> None:
@@ -124,14 +134,8 @@ class OCIArchiveSource:
         offset, size = self._members["index.json"]
         self._index = os.pread(self._file.fileno(), size, offset)
 
-    def top_descriptor(self) -> Descriptor:
-        entries = index_manifests(self._index, f"{self.reference}: index.json")
-        return _choose(entries, self.reference.tag, str(self.reference))
-
     def open_raw(self, desc: Descriptor) -> BinaryIO:
-        check_algorithm(desc.digest, str(self.reference))
-        algo, _, hexpart = desc.digest.partition(":")
-        member = self._members.get(f"blobs/{algo}/{hexpart}")
+        member = self._members.get(self._blob_name(desc))
         if member is None:
             raise ImageFormatError(
                 f"{self.reference}: blob {desc.digest} is missing from the archive"
