@@ -729,3 +729,20 @@ def test_a_failed_build_into_an_existing_layout_changes_nothing(
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(os.listdir(out)) == ["blobs", "index.json", "oci-layout"]
+
+
+@pytest.mark.parametrize(
+    ("compression", "level"), [("gzip", 3), ("gzip", 9), ("gzip", -1), ("zstd", 0), ("zstd", 20)]
+)
+def test_a_bad_compression_level_is_a_usage_error_and_leaves_nothing(
+    samples: SampleImages, tmp_path: Path, compression: str, level: int
+) -> None:
+    # docs/cli.md: a bad option is a usage error (exit status 2), like a bad --whiteouts
+    with pytest.raises(UsageError):
+        _build(
+            samples,
+            f"oci:{tmp_path}/out:latest",
+            compression=compression,
+            compression_level=level,
+        )
+    _nothing_left(tmp_path, "out")

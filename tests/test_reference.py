@@ -174,3 +174,11 @@ def test_parse_image_name_refuses_unqualified_names_with_a_hint(text: str) -> No
 def test_parse_image_name_refuses_invalid_names(text: str) -> None:
     with pytest.raises(UsageError):
         parse_image_name(text)
+
+
+def test_the_hint_for_an_unqualified_name_with_a_namespace_is_docker_io_without_library() -> None:
+    # "myorg/app" means docker.io/myorg/app; "library/" is only added to single-component names
+    with pytest.raises(UsageError) as err:
+        parse_image_name("myorg/app:1")
+    assert "'docker.io/myorg/app'" in str(err.value)
+    assert "docker.io/library/myorg/app" not in str(err.value)

@@ -633,3 +633,60 @@ def test_random_mutations_raise_only_tar_format_error() -> None:
         except TarFormatError:
             outcomes["error"] += 1
     assert outcomes["ok"] > 0 and outcomes["error"] > 0
+
+
+# -- numbers Go's reader refuses ------------------------------------------------------------------
+# The reader promises Go archive/tar semantics: Go rejects a negative size (ErrHeader, in
+# handleRegularFile) and parses numbers with strconv (no '_', no spaces, no '+' in octal).
+
+
+def _record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    n = len(body) + 2  # every record here is 10 to 99 bytes long
+    assert len(str(n)) == 2
+    return str(n).encode() + body
+
+
+def _pax(records: bytes) -> bytes:
+    return tar_header("././@PaxHeader", b"x", size=len(records)) + records + padding(len(records))
+
+
+def test_a_negative_pax_size_is_an_error() -> None:
+    # "a" claims -512 bytes of content; its 512 "content" bytes are a valid header, so a reader
+    # that accepts the negative size goes on with an entry that is not there
+    data = (
+        _pax(_record("size", "-512"))
+        + tar_header("a", REG, size=512)
+        + tar_header("smuggled", REG)
+        + END_OF_ARCHIVE
+    )
+    with pytest.raises(TarFormatError):
+        read_all(data)
+
+
+@pytest.mark.parametrize(
+    ("records", "size_field", "content"),
+    [
+        (_record("size", "1_0"), 10, b"0123456789"),
+        (_record("uid", "1_000"), 0, b""),
+        (_record("size", " 3"), 3, b"abc"),
+        (b"", b"0000000_003\x00", b"abc"),
+        (b"", b"+0000000003\x00", b"abc"),
+    ],
+    ids=[
+        "pax-size-underscore",
+        "pax-uid-underscore",
+        "pax-size-space",
+        "octal-underscore",
+        "octal-plus",
+    ],
+)
+def test_numbers_that_go_rejects_are_errors(
+    records: bytes, size_field: int | bytes, content: bytes
+) -> None:
+    header = tar_header("f", REG, size=len(content))
+    if isinstance(size_field, bytes):
+        header = patch_header(header, 0, slice(124, 136), size_field)
+    data = (_pax(records) if records else b"") + header + content + padding(len(content))
+    with pytest.raises(TarFormatError):
+        read_all(data + END_OF_ARCHIVE)
