@@ -1,0 +1,220 @@
+"""Session fixtures for the end-to-end tests: real test images, a loopback registry, private podman.
+
+Heavy fixtures are lazy: a test that does not ask for them does not pay for them. What takes long
+(debootstrap, buildah builds) is cached on disk between runs on the same machine, under
+``$BOOTC_EMBED_TEST_CACHE`` (default ``/var/tmp/bootc-embed-test-cache``), keyed by a hash of the
+Containerfiles and the image-building code. Everything else (registry, podman stores, mounts) is
+private to the session under ``/var/tmp/bootc-embed-test-work/<pid>-...`` and removed at the end;
+leftovers of a killed session are cleaned up by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import containers, images, ocilayout
+from support.containers import Podman, Registry
+
+CACHE_DIR = Path(os.environ.get("BOOTC_EMBED_TEST_CACHE", "/var/tmp/bootc-embed-test-cache"))
+WORK_ROOT = Path("/var/tmp/bootc-embed-test-work")
+BOOTC_EMBED = Path(sys.executable).parent / "bootc-embed"
+
+
+def _clean_stale_sessions() -> None:
+    if not WORK_ROOT.exists():
+        return
+    for d in WORK_ROOT.iterdir():
+        pid_s = d.name.split("-", 1)[0]
+        if pid_s.isdigit() and not containers.pid_alive(int(pid_s)):
+            containers.remove_tree(d)
+
+
+@pytest.fixture(scope="session")
+def session_dir():
+    """A private work directory for this session (podman stores, registry, outputs)."""
+    _clean_stale_sessions()
+    containers.clean_stale_runroots()
+    WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    d = WORK_ROOT / f"{os.getpid()}-{int(time.time())}"
+    d.mkdir()
+    yield d
+    containers.remove_tree(d)
+
+
+@pytest.fixture(scope="session")
+def container_env(session_dir):
+    """Environment for podman/buildah/skopeo: our containers.conf, a private default store.
+
+    Also exported to this process's environment for the session so that no podman call, even
+    one that forgets ``--root``, can reach the machine's default store.
+    """
+    containers.check_environment()
+    default_runroot = containers.short_runroot()
+    conf = containers.write_storage_conf(
+        session_dir / "storage.conf", session_dir / "default-root", default_runroot
+    )
+    env = containers.container_env(conf)
+    saved = {k: os.environ.get(k) for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")}
+    os.environ["CONTAINERS_CONF"] = env["CONTAINERS_CONF"]
+    os.environ["CONTAINERS_STORAGE_CONF"] = env["CONTAINERS_STORAGE_CONF"]
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    # the private default store, in case anything used it
+    containers.remove_tree(session_dir / "default-root")
+    containers.remove_tree(default_runroot)
+
+
+@pytest.fixture(scope="session")
+def test_images(container_env) -> images.TestImages:
+    """OCI layouts of base, app1, app2 (zstd) and app3 (hand-made), tag ``1`` (cached)."""
+    t0 = time.monotonic()
+    imgs = images.ensure_images(CACHE_DIR, container_env)
+    for name in ("base", *images.APP_IMAGES):
+        imgs.image(name)  # readable, or fail here with a clear message
+    print(f"\n[fixtures] test images ready in {time.monotonic() - t0:.1f} s", flush=True)
+    return imgs
+
+
+class RegistryImages:
+    """The app images as pushed to the loopback registry: short name → full name."""
+
+    def __init__(self, registry: Registry, names: dict[str, str]) -> None:
+        self.registry = registry
+        self.names = names
+
+    def __getitem__(self, short: str) -> str:
+        return self.names[short]
+
+
+@pytest.fixture(scope="session")
+def registry(session_dir, container_env, test_images):
+    """A loopback ``docker-registry`` holding app1..app3 exactly as in their OCI layouts."""
+    t0 = time.monotonic()
+    reg = Registry(session_dir / "registry", container_env).start()
+    try:
+        names = {}
+        for short in images.APP_IMAGES:
+            name = reg.push_layout(test_images.ref(short), f"bootc-embed-test/{short}:1")
+            want = test_images.image(short).manifest_digest
+            got = reg.manifest_digest(name)
+            assert got == want, f"registry changed {short}'s manifest: {got} != {want}"
+            names[short] = name
+        print(f"\n[fixtures] registry {reg.host} ready in {time.monotonic() - t0:.1f} s")
+        yield RegistryImages(reg, names)
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_podman(session_dir, container_env, registry):
+    """A podman root that pulled every app image from the registry (never sees our store)."""
+    t0 = time.monotonic()
+    pm = Podman(session_dir / "ref" / "root", container_env)
+    try:
+        for short in images.APP_IMAGES:
+            pm("pull", "-q", "--tls-verify=false", registry[short])
+        print(f"\n[fixtures] reference pulls done in {time.monotonic() - t0:.1f} s")
+        yield pm
+    finally:
+        pm.destroy()
+
+
+def mounted_tree(pm: Podman, name: str):
+    """Snapshot of an image's file tree, as a container created from it sees it.
+
+    ``podman create`` + ``podman mount`` (then unmounted and removed): podman 4.3's
+    ``podman image mount`` fails with "layer not known" for an image in a read-only additional
+    store, while a container (its writable layer in the primary store) mounts fine.
+    """
+    from support import trees
+
+    cid = pm("create", "--network", "none", name, "true").stdout.strip()
+    try:
+        path = pm("mount", cid).stdout.strip()
+        assert path and Path(path).is_dir(), f"podman mount {cid} ({name}) gave {path!r}"
+        return trees.snapshot(Path(path))
+    finally:
+        pm("umount", cid, check=False)
+        pm("rm", "-f", cid, check=False)
+
+
+@pytest.fixture(scope="session")
+def reference_trees(reference_podman, registry):
+    """short name → file tree of the registry-pulled image (computed once, on demand)."""
+    cache: dict[str, dict] = {}
+
+    class Trees:
+        def __getitem__(self, short: str):
+            if short not in cache:
+                cache[short] = mounted_tree(reference_podman, registry[short])
+            return cache[short]
+
+    return Trees()
+
+
+# --------------------------------------------------------------------------------------------
+# running the tool
+
+
+class BootcEmbedResult:
+    def __init__(self, proc: subprocess.CompletedProcess, argv: list[str]) -> None:
+        self.proc = proc
+        self.argv = argv
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def describe(self) -> str:
+        return (
+            f"$ {' '.join(self.argv)}\nexit {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-4000:]}"
+        )
+
+    def json(self) -> dict:
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError as e:
+            raise AssertionError(f"--json output is not JSON ({e}):\n{self.describe()}") from None
+
+
+def run_bootc_embed(*args: str | os.PathLike, timeout: float = 1200) -> BootcEmbedResult:
+    if not BOOTC_EMBED.exists():
+        raise RuntimeError(
+            f"{BOOTC_EMBED} not found: install the package into this Python's environment "
+            "(pip install -e '.[test]', as .ci/run does)"
+        )
+    argv = [str(BOOTC_EMBED), *(os.fspath(a) for a in args)]
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        errors="replace",
+    )
+    return BootcEmbedResult(proc, argv)
+
+
+@pytest.fixture(scope="session")
+def bootc_embed():
+    """A function running the installed ``bootc-embed`` command (subprocess, captured)."""
+    return run_bootc_embed
+
+
+__all__ = ["BootcEmbedResult", "ocilayout", "run_bootc_embed"]
