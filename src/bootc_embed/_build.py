@@ -38,7 +38,7 @@ from ._transports import (
     resolve,
 )
 from ._transports.oci import open_destination, open_source
-from .errors import ImageFormatError, UsageError
+from .errors import CompressionError, ImageFormatError, UsageError
 
 ANNOTATION_PREFIX = "io.bootc-embed."
 A_FORMAT = "io.bootc-embed.format"
@@ -179,7 +179,10 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
         raise UsageError(f"--whiteouts must be one of {', '.join(WHITEOUT_FORMS)}")
     if options.compression not in _compress.LEVELS:
         raise UsageError(f"--compression must be one of {', '.join(_compress.LEVELS)}")
-    level = _compress.check_level(options.compression, options.compression_level)
+    try:
+        level = _compress.check_level(options.compression, options.compression_level)
+    except CompressionError as e:
+        raise UsageError(str(e)) from None
     store = check_store_path(options.store_path)
     if not options.images:
         raise UsageError("nothing to embed: give at least one --image")
@@ -303,7 +306,17 @@ def _run(
                         f.cancel()
                     raise
         return _assemble(
-            options, store, out_ref, base, apps, jobs, results, dest, layer_created, layer_parent
+            options,
+            level,
+            store,
+            out_ref,
+            base,
+            apps,
+            jobs,
+            results,
+            dest,
+            layer_created,
+            layer_parent,
         )
     except BaseException:
         for r in results.values():
@@ -385,6 +398,7 @@ def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: b
 
 def _assemble(
     options: BuildOptions,
+    level: int,
     store: str,
     out_ref: Reference,
     base: ResolvedImage,
@@ -450,7 +464,6 @@ def _assemble(
             )
         )
     meta_tar = _metadata_tar(store, image_records, _storage.layers_json(layer_records))
-    level = _compress.check_level(options.compression, options.compression_level)
     meta_blob = _compress.compress_bytes(options.compression, level, meta_tar)
     meta_digest = dest.add_blob_bytes(meta_blob)
     meta_diff_id = sha256_digest(meta_tar)

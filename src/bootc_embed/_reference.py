@@ -53,9 +53,10 @@ def parse_image_name(text: str) -> ImageName:
     first, _, rest = repo.partition("/")
     qualified = bool(rest) and ("." in first or ":" in first or first == "localhost")
     if not qualified:
+        hub = repo if rest else f"library/{repo}"
         raise UsageError(
             f"image name {text!r} is not fully qualified: podman shows store images by their full "
-            f"name; write e.g. 'docker.io/library/{repo}' or 'localhost/{repo}'"
+            f"name; write e.g. 'docker.io/{hub}' or 'localhost/{repo}'"
         )
     tag, digest = m.group("tag"), m.group("digest")
     if tag is None and digest is None:

@@ -74,10 +74,13 @@ def _parse_string(b: bytes) -> bytes:
 
 def _parse_numeric(b: bytes, what: str) -> int:
     if b[:1] < b"\x80":
-        try:  # the usual form: octal digits, NUL or space terminated
-            return int(b.rstrip(b" \x00") or b"0", 8)
-        except ValueError:
-            pass
+        # octal digits, padded with spaces or NULs (Go: strconv.ParseUint(s, 8, 64))
+        s = _parse_string(b.strip(b" \x00"))
+        if not s:
+            return 0
+        if _OCTAL.fullmatch(s) is None:
+            raise TarFormatError(f"invalid {what} field {b!r} in tar header")
+        return int(s, 8)
     if b and b[0] & 0x80:
         # base-256; the sign bit is 0x40 of the first byte
         neg = bool(b[0] & 0x40)
@@ -87,14 +90,7 @@ def _parse_numeric(b: bytes, what: str) -> int:
         if neg:
             x -= 1 << (8 * len(b) - 1)
         return x
-    s = b.strip(b" \x00")
-    if not s:
-        return 0
-    s = _parse_string(s)
-    try:
-        return int(s, 8)
-    except ValueError:
-        raise TarFormatError(f"invalid {what} field {b!r} in tar header") from None
+    raise TarFormatError(f"invalid {what} field {b!r} in tar header")
 
 
 def _checksum_ok(blk: bytes) -> bool:
@@ -111,6 +107,8 @@ def _checksum_ok(blk: bytes) -> bool:
     return value == signed
 
 
+_OCTAL = re.compile(rb"[0-7]+")
+_DECIMAL = re.compile(rb"[+-]?[0-9]+")
 _PAX_TIME = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
@@ -416,11 +414,9 @@ class TarReader:
             elif key == "linkpath":
                 entry.linkname = value
             elif key in ("uid", "gid", "size"):
-                try:
-                    number = int(value)
-                except ValueError:
-                    raise TarFormatError(f"invalid PAX {key} record {value!r}") from None
-                setattr(entry, key, number)
+                if _DECIMAL.fullmatch(value) is None or int(value) < 0:
+                    raise TarFormatError(f"invalid PAX {key} record {value!r}")
+                setattr(entry, key, int(value))
             elif key == "mtime":
                 text = value.decode("ascii", "replace")
                 if not _PAX_TIME.match(text):
