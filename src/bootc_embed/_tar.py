@@ -405,7 +405,7 @@ class TarReader:
             mtime=_parse_numeric(blk[136:148], "mtime"),
             linkname=_parse_string(blk[157:257]),
         )
-        if magic in (b"ustar\x00", b"ustar "):
+        if typeflag in (CHAR, BLOCKDEV) and magic in (b"ustar\x00", b"ustar "):
             entry.devmajor = _parse_numeric(blk[329:337], "devmajor")
             entry.devminor = _parse_numeric(blk[337:345], "devminor")
         for key, value in pax.items():
