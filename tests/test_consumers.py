@@ -11,9 +11,11 @@ copy each image back out with every layer equal to the app's original diff_id.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,19 +77,103 @@ def embedded(request, session_dir, container_env, test_images, registry):
 
     unpacked = session_dir / f"unpacked-{mode}"
     unpacked.mkdir()
-    podman = None
     try:
         diff_ids = unpack_layers([out.blob(d["digest"]) for d in appended], unpacked)
         store = unpacked / spec["store"].lstrip("/")
         assert store.is_dir(), f"store {spec['store']} not found in the unpacked layers"
         with read_only_bind(unpacked):
             podman = Podman(session_dir / f"consumer-{mode}", container_env, additional_store=store)
-            yield Embedded(mode, out, summary, n_base, unpacked, store, diff_ids, podman)
+            try:
+                yield Embedded(mode, out, summary, n_base, unpacked, store, diff_ids, podman)
+            finally:
+                podman.destroy()  # before the store goes away
     finally:
-        if podman is not None:
-            podman.destroy()
         remove_tree(unpacked)
         remove_tree(out_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# the inputs really cover what the issue lists
+
+
+@pytest.fixture(scope="module")
+def input_layers(test_images) -> dict[str, list[tarfile.TarInfo]]:
+    """Headers of every unique app layer (by diff_id), read once."""
+    out: dict[str, list[tarfile.TarInfo]] = {}
+    for short in APPS:
+        img = test_images.image(short)
+        for desc, diff_id in zip(img.layers, img.diff_ids, strict=True):
+            if diff_id in out:
+                continue
+            stream = _ChunkReader(ocilayout.decompressed_stream(img.blob(desc["digest"])))
+            with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as t:
+                out[diff_id] = list(t)
+    return out
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks) -> None:
+        self._chunks = iter(chunks)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def test_inputs_cover_every_required_case(input_layers):
+    entries = [ti for layer in input_layers.values() for ti in layer]
+    base = os.path.basename
+    checks = {
+        "opaque directory (.wh..wh..opq)": any(base(t.name) == ".wh..wh..opq" for t in entries),
+        "whiteout of a file or directory": any(
+            base(t.name).startswith(".wh.") and base(t.name) != ".wh..wh..opq" for t in entries
+        ),
+        "hardlink": any(t.islnk() for t in entries),
+        "symlink": any(t.issym() for t in entries),
+        "setuid file": any(t.isfile() and t.mode & stat.S_ISUID for t in entries),
+        "non-root owner": any(t.uid not in (0,) for t in entries),
+        "path > 100 chars": any(
+            len(t.name.encode(errors="surrogateescape")) > 100 for t in entries
+        ),
+        "path > 255 chars": any(
+            len(t.name.encode(errors="surrogateescape")) > 255 for t in entries
+        ),
+        "empty file": any(t.isfile() and t.size == 0 and ".wh." not in t.name for t in entries),
+        "empty directory": any(t.name.rstrip("/").endswith("empty-dir") for t in entries),
+        "20 MB file": any(t.isfile() and t.size >= 20 * 1024 * 1024 for t in entries),
+        "char device": any(t.ischr() for t in entries),
+        "block device": any(t.isblk() for t in entries),
+        "fifo": any(t.isfifo() for t in entries),
+        "xattr": any(k.startswith("SCHILY.xattr.") for t in entries for k in t.pax_headers),
+    }
+    missing = [k for k, ok in checks.items() if not ok]
+    assert not missing, f"the test images no longer contain: {missing}"
+
+
+def special_entry_count(layer: list[tarfile.TarInfo]) -> int:
+    """Device nodes and fifos, and hardlinks to them: what the store leaves out of diff/."""
+    special = {ti.name for ti in layer if ti.ischr() or ti.isblk() or ti.isfifo()}
+    return len(special) + sum(1 for ti in layer if ti.islnk() and ti.linkname in special)
+
+
+def test_summary_counts_left_out_entries(embedded: Embedded, input_layers):
+    want = sum(special_entry_count(layer) for layer in input_layers.values())
+    assert want > 0
+    assert embedded.summary.get("entries_left_out") == want, (
+        f"--json entries_left_out: {embedded.summary.get('entries_left_out')}, the input layers "
+        f"hold {want} device nodes/fifos (and hardlinks to them)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

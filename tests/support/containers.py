@@ -261,18 +261,16 @@ class Podman:
 
     def destroy(self) -> None:
         """Unmount and delete everything this podman created (never the additional store)."""
-        subprocess.run(
-            self.argv("image", "unmount", "--all", "--force"),
-            capture_output=True,
-            env=self.env,
-            timeout=300,
-        )
-        subprocess.run(
-            self.argv("system", "reset", "--force"),
-            capture_output=True,
-            env=self.env,
-            timeout=300,
-        )
+        own_store_only = Podman.__new__(Podman)
+        own_store_only.__dict__.update(self.__dict__, additional_store=None)
+        for args in (("image", "unmount", "--all", "--force"), ("system", "reset", "--force")):
+            subprocess.run(
+                self.argv(*args) if args[0] == "image" else own_store_only.argv(*args),
+                capture_output=True,
+                env=self.env,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
+            )
         remove_tree(self.root)
         remove_tree(self.runroot)
 

@@ -55,6 +55,19 @@ def cache_key() -> str:
     return h.hexdigest()[:16]
 
 
+def with_retry(fn, attempts: int = 2, before_retry=None):
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except AssertionError as e:
+            if attempt == attempts:
+                raise
+            log(f"failed, retrying in 10 s: {str(e).splitlines()[0]}")
+            time.sleep(10)
+            if before_retry is not None:
+                before_retry()
+
+
 @contextlib.contextmanager
 def locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,15 +97,18 @@ def ensure_rootfs(cache: Path) -> Path:
         t0 = time.monotonic()
         log("debootstrap --variant=minbase bookworm (about 30 s)")
         try:
-            run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    "bookworm",
-                    work / "rootfs",
-                    DEBIAN_MIRROR,
-                ],
-                timeout=1200,
+            with_retry(
+                lambda: run(
+                    [
+                        "debootstrap",
+                        "--variant=minbase",
+                        "bookworm",
+                        work / "rootfs",
+                        DEBIAN_MIRROR,
+                    ],
+                    timeout=1200,
+                ),
+                before_retry=lambda: remove_tree(work / "rootfs"),
             )
             # no apt lists/caches in the image (apt-get update in builds fetches its own)
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -306,23 +322,21 @@ def _build_all(work: Path, store: Podman, rootfs: Path, env: dict[str, str]) -> 
         if name == "app1":
             (ctx / "special.tar").write_bytes(special_tar())
         tag = f"localhost/bootc-embed-test/{name}:{TAG}"
-        run(
-            [
-                *buildah,
-                "bud",
-                "--network",
-                "host",
-                "--layers",
-                "--pull=never",
-                "-t",
-                tag,
-                "-f",
-                ctx / "Containerfile",
-                ctx,
-            ],
-            env=env,
-            timeout=1800,
-        )
+        bud = [
+            *buildah,
+            "bud",
+            "--network",
+            "host",
+            "--layers",
+            "--pull=never",
+            "-t",
+            tag,
+            "-f",
+            ctx / "Containerfile",
+            ctx,
+        ]
+        # apt-get inside a build reaches the Debian mirror: one retry for a network hiccup
+        with_retry(lambda bud=bud: run(bud, env=env, timeout=1800))
         extra = ["--dest-compress-format", "zstd"] if name == "app2" else []
         store.skopeo_copy(store.storage_ref(tag), f"oci:{layouts / name}:{TAG}", *extra)
         log(f"built and exported {name}: {time.monotonic() - t:.0f} s")
