@@ -13,19 +13,33 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import _compress, _storage
-from ._digest import sha256_digest
+from ._digest import VerifyingReader, sha256_digest
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
 from ._progress import NullReporter, Reporter
 from ._reference import ImageName, Reference, parse_reference, split_image_arg
+from ._reuse import (
+    A_IMAGE,
+    A_LAYER,
+    A_LEFT_OUT_COUNT,
+    A_WHITEOUT_COUNT,
+    A_WHITEOUTS,
+    LayerCache,
+    Previous,
+    Reusable,
+    ReuseKey,
+    default_cache_dir,
+    input_compression,
+)
 from ._tar import DIR, END_OF_ARCHIVE, REG, padding, tar_header
 from ._transform import (
     FORMAT_VERSION,
     WHITEOUT_FORMS,
     LayerJob,
     LayerResult,
+    Progress,
     check_layer_descriptor,
     transform_layer,
 )
@@ -34,20 +48,14 @@ from ._transports import (
     ImageSource,
     ResolvedImage,
     json_bytes,
-    open_blob,
     resolve,
 )
 from ._transports.oci import open_destination, open_source
-from .errors import CompressionError, ImageFormatError, UsageError
+from .errors import CompressionError, DigestMismatchError, ImageFormatError, UsageError
 
-ANNOTATION_PREFIX = "io.bootc-embed."
 A_FORMAT = "io.bootc-embed.format"
 A_STORE = "io.bootc-embed.store"
 A_IMAGES = "io.bootc-embed.images"
-A_LAYER = "io.bootc-embed.layer"
-A_LAYER_ID = "io.bootc-embed.layer.id"
-A_SOURCE_DIFF_ID = "io.bootc-embed.source.diff-id"
-A_WHITEOUTS = "io.bootc-embed.whiteouts"
 A_BASE_DIGEST = "org.opencontainers.image.base.digest"
 _COPY_CHUNK = 1 << 20
 _ZERO_TIME = "1970-01-01T00:00:00Z"
@@ -68,6 +76,10 @@ class BuildOptions:
     jobs: int | None = None
     tmpdir: str | None = None
     source_date_epoch: int | None = None
+    previous: str | None = None
+    cache: bool = True
+    cache_dir: str | None = None
+    cache_max_size: int = 10 << 30
 
 
 @dataclass
@@ -81,6 +93,7 @@ class EmbeddedLayer:
     emitted: bool  # False when an earlier image already brought this layer
     whiteouts: int = 0
     left_out: int = 0
+    reused_from: str | None = None  # "previous" or "cache" when no work was done
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +106,7 @@ class EmbeddedLayer:
             "shared": not self.emitted,
             "whiteouts": self.whiteouts,
             "left_out": self.left_out,
+            "reused_from": self.reused_from,
         }
 
 
@@ -274,20 +288,29 @@ def _run(
                 )
             )
 
+    previous = (
+        Previous(parse_reference(options.previous), base.platform) if options.previous else None
+    )
+    cache = (
+        LayerCache(
+            Path(options.cache_dir) if options.cache_dir else default_cache_dir(),
+            options.cache_max_size,
+        )
+        if options.cache
+        else None
+    )
     dest = open_destination(out_ref)
     results: dict[str, LayerResult] = {}
     try:
         staging = dest.staging_dir()
         cancel = threading.Event()
+        ctx = _Context(dest, staging, options.tmpdir, reporter, cancel, previous, cache)
         tasks: list[Callable[[], LayerResult | None]] = [
             functools.partial(_copy_blob, base_src, desc, dest, staging, reporter, cancel)
             for desc in base.manifest.layers
             if not dest.has_blob(desc.digest)
         ]
-        tasks += [
-            functools.partial(_transform, job, staging, options.tmpdir, reporter, cancel)
-            for job in jobs
-        ]
+        tasks += [functools.partial(_produce, job, ctx) for job in jobs]
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         workers = min(options.jobs or cores, max(len(tasks), 1))
         if workers == 1:
@@ -314,15 +337,19 @@ def _run(
             apps,
             jobs,
             results,
-            dest,
+            ctx,
             layer_created,
             layer_parent,
         )
     except BaseException:
         for r in results.values():
-            r.blob_path.unlink(missing_ok=True)
+            if r.blob_path is not None:
+                r.blob_path.unlink(missing_ok=True)
         dest.abort()
         raise
+    finally:
+        if previous is not None:
+            previous.close()
 
 
 def _collect(outcomes: Iterable[LayerResult | None], results: dict[str, LayerResult]) -> None:
@@ -331,13 +358,125 @@ def _collect(outcomes: Iterable[LayerResult | None], results: dict[str, LayerRes
             results[res.layer_id] = res
 
 
-def _transform(
-    job: LayerJob, staging: Path, tmpdir: str | None, reporter: Reporter, cancel: threading.Event
-) -> LayerResult | None:
-    if cancel.is_set():
+@dataclass(frozen=True)
+class _Context:
+    dest: ImageDestination
+    staging: Path
+    tmpdir: str | None
+    reporter: Reporter
+    cancel: threading.Event
+    previous: Previous | None
+    cache: LayerCache | None
+
+
+def _key(job: LayerJob) -> ReuseKey:
+    return ReuseKey(job.layer_id, job.diff_id, job.store, job.whiteouts, FORMAT_VERSION)
+
+
+def _produce(job: LayerJob, ctx: _Context) -> LayerResult | None:
+    """One app layer's output: reused from the previous image or the cache, else made."""
+    if ctx.cancel.is_set():
         return None
-    with reporter.task(f"{job.image} layer {job.index}/{job.count}") as progress:
-        return transform_layer(job, staging, tmpdir, progress)
+    label = f"{job.image} layer {job.index}/{job.count}"
+    key = _key(job)
+    if ctx.previous is not None and (found := ctx.previous.lookup(key)) is not None:
+        return _fetch(found, job, ctx, label, "previous")
+    if ctx.cache is not None and (found := ctx.cache.get(key, job.compression, job.level)):
+        try:
+            return _fetch(found, job, ctx, label, "cache")
+        except DigestMismatchError:
+            ctx.cache.drop(key, job.compression, job.level)  # corrupt entry: rebuild it
+    with ctx.reporter.task(label) as progress:
+        made = transform_layer(job, ctx.staging, ctx.tmpdir, progress)
+    if ctx.previous is not None and (same := ctx.previous.by_diff_id(made.diff_id)) is not None:
+        # same content as a previous layer without our annotations: keep its blob
+        reused = _fetch(same, job, ctx, label, "previous", made)
+        if made.blob_path is not None:
+            made.blob_path.unlink(missing_ok=True)
+        return reused
+    if ctx.cache is not None and made.blob_path is not None:
+        meta = {
+            "media_type": made.media_type,
+            "digest": made.digest,
+            "size": made.size,
+            "diff_id": made.diff_id,
+            "uids": list(made.uids),
+            "gids": list(made.gids),
+            "input_diff_size": made.input_diff_size,
+            "input_compression": made.input_compression,
+            "input_digest": job.descriptor.digest,
+            "whiteouts": made.whiteouts,
+            "left_out": made.left_out,
+            "left_out_paths": made.left_out_paths,
+        }
+        try:
+            ctx.cache.put(key, job.compression, job.level, made.blob_path, meta)
+        except OSError as e:
+            ctx.reporter.warn(f"could not write the layer cache: {e}")
+    return made
+
+
+def _fetch(
+    found: Reusable,
+    job: LayerJob,
+    ctx: _Context,
+    label: str,
+    origin: str,
+    made: LayerResult | None = None,
+) -> LayerResult:
+    """A finished layer from elsewhere, copied (digest verified) unless the output has it."""
+    path: Path | None = None
+    if not ctx.dest.has_blob(found.digest):
+        with ctx.reporter.task(f"{label} (from {origin})") as progress:
+            path = _copy_verified(
+                found.open(),
+                found.digest,
+                found.size,
+                f"{label}: {found.origin}",
+                ctx.staging,
+                progress,
+            )
+    if made is not None:
+        facts = (made.uids, made.gids, made.input_diff_size, made.input_compression)
+    else:
+        compression = found.input_compression
+        if compression is None or found.input_digest != job.descriptor.digest:
+            compression = input_compression(job.descriptor.media_type)
+        facts = (found.uids, found.gids, found.input_diff_size, compression)
+    return LayerResult(
+        layer_id=job.layer_id,
+        digest=found.digest,
+        size=found.size,
+        diff_id=found.diff_id,
+        media_type=found.media_type,
+        blob_path=path,
+        input_diff_size=facts[2],
+        input_compression=facts[3],
+        uids=facts[0],
+        gids=facts[1],
+        whiteouts=made.whiteouts if made else found.whiteouts,
+        left_out=made.left_out if made else found.left_out,
+        left_out_paths=made.left_out_paths if made else list(found.left_out_paths),
+        reused_from=origin,
+    )
+
+
+def _copy_verified(
+    raw: BinaryIO, digest: str, size: int, what: str, staging: Path, progress: Progress
+) -> Path:
+    fd, name = tempfile.mkstemp(dir=staging, prefix="blob-")
+    path = Path(name)
+    try:
+        progress.start("copying", size)
+        with os.fdopen(fd, "wb") as out, VerifyingReader(raw, digest, size, what) as r:
+            while chunk := r.read(_COPY_CHUNK):
+                out.write(chunk)
+                progress.advance(len(chunk))
+            r.verify()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _copy_blob(
@@ -351,20 +490,11 @@ def _copy_blob(
     if cancel.is_set():
         return
     what = f"{source.reference}: base layer {desc.digest}"
-    fd, name = tempfile.mkstemp(dir=staging, prefix="base-")
-    path = Path(name)
-    try:
-        with reporter.task(f"base layer {desc.digest[7:19]}") as progress:
-            progress.start("copying", desc.size)
-            with os.fdopen(fd, "wb") as out, open_blob(source, desc, what) as r:
-                while chunk := r.read(_COPY_CHUNK):
-                    out.write(chunk)
-                    progress.advance(len(chunk))
-                r.verify()
-        dest.add_blob_file(path, desc.digest)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    with reporter.task(f"base layer {desc.digest[7:19]}") as progress:
+        path = _copy_verified(
+            source.open_raw(desc), desc.digest, desc.size, what, staging, progress
+        )
+    dest.add_blob_file(path, desc.digest)
 
 
 def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: bytes) -> bytes:
@@ -405,7 +535,7 @@ def _assemble(
     apps: list[_App],
     jobs: list[LayerJob],
     results: dict[str, LayerResult],
-    dest: ImageDestination,
+    ctx: _Context,
     layer_created: dict[str, str],
     layer_parent: dict[str, str | None],
 ) -> BuildResult:
@@ -464,9 +594,32 @@ def _assemble(
             )
         )
     meta_tar = _metadata_tar(store, image_records, _storage.layers_json(layer_records))
-    meta_blob = _compress.compress_bytes(options.compression, level, meta_tar)
-    meta_digest = dest.add_blob_bytes(meta_blob)
+    dest = ctx.dest
     meta_diff_id = sha256_digest(meta_tar)
+    prev_meta = ctx.previous.metadata if ctx.previous is not None else None
+    if prev_meta is not None and prev_meta[1] == meta_diff_id:
+        # unchanged store metadata: keep the previous blob, whatever the compression now
+        meta_media_type, meta_digest, meta_size = (
+            prev_meta[0].media_type,
+            prev_meta[0].digest,
+            prev_meta[0].size,
+        )
+        if not dest.has_blob(meta_digest):
+            with ctx.reporter.task("metadata layer (from previous)") as progress:
+                path = _copy_verified(
+                    ctx.previous.open_raw(prev_meta[0]),  # type: ignore[union-attr]
+                    meta_digest,
+                    meta_size,
+                    "previous metadata layer",
+                    ctx.staging,
+                    progress,
+                )
+            dest.add_blob_file(path, meta_digest)
+    else:
+        meta_blob = _compress.compress_bytes(options.compression, level, meta_tar)
+        meta_media_type = _compress.MEDIA_TYPES[options.compression]
+        meta_digest = dest.add_blob_bytes(meta_blob)
+        meta_size = len(meta_blob)
 
     # config: the base's, with our layers and history appended
     config = copy.deepcopy(base.config)
@@ -505,10 +658,10 @@ def _assemble(
                 r.digest,
                 r.size,
                 {
-                    A_LAYER: "app",
-                    A_LAYER_ID: job.layer_id,
-                    A_SOURCE_DIFF_ID: job.diff_id,
-                    **common,
+                    **_key(job).annotations(),
+                    A_IMAGE: job.image,
+                    A_WHITEOUT_COUNT: str(r.whiteouts),
+                    A_LEFT_OUT_COUNT: str(r.left_out),
                 },
             )
         )
@@ -517,12 +670,7 @@ def _assemble(
     entry["created_by"] = f"bootc-embed: containers-storage metadata ({len(image_records)} images)"
     history.append(entry)
     new_layers.append(
-        Descriptor(
-            _compress.MEDIA_TYPES[options.compression],
-            meta_digest,
-            len(meta_blob),
-            {A_LAYER: "metadata", **common},
-        )
+        Descriptor(meta_media_type, meta_digest, meta_size, {A_LAYER: "metadata", **common})
     )
     config["history"] = history
     config_raw = json_bytes(config)
@@ -550,7 +698,8 @@ def _assemble(
     manifest_raw = json_bytes(manifest)
     for job in jobs:
         r = results[job.layer_id]
-        dest.add_blob_file(r.blob_path, r.digest)
+        if r.blob_path is not None:
+            dest.add_blob_file(r.blob_path, r.digest)
     dest.commit(manifest_raw, OCI_MANIFEST)
 
     embedded: list[EmbeddedImage] = []
@@ -577,6 +726,7 @@ def _assemble(
                     lid not in emitted,
                     r.whiteouts,
                     r.left_out,
+                    r.reused_from,
                 )
             )
             emitted.add(lid)
@@ -588,8 +738,8 @@ def _assemble(
         config_digest=config_digest,
         base_layers=len(base_layers),
         images=embedded,
-        metadata_layer={"digest": meta_digest, "diff_id": meta_diff_id, "size": len(meta_blob)},
-        bytes_added=sum(r.size for r in all_results) + len(meta_blob),
+        metadata_layer={"digest": meta_digest, "diff_id": meta_diff_id, "size": meta_size},
+        bytes_added=sum(r.size for r in all_results) + meta_size,
         whiteouts_converted=sum(r.whiteouts for r in all_results),
         entries_left_out=sum(r.left_out for r in all_results),
         left_out_paths=[p for r in all_results for p in r.left_out_paths],

@@ -33,6 +33,23 @@ class Reader:
         return True
 
 
+class Prefixed(Reader):
+    """``head`` followed by the rest of ``raw`` (after sniffing a stream's first bytes)."""
+
+    def __init__(self, head: bytes, raw: BinaryIO | Reader) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                data, self._head = self._head + self._raw.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._raw.read(n)
+
+
 class VerifyingReader(Reader):
     """Reads ``raw`` and checks, at the end, that it had ``size`` bytes hashing to ``digest``.
 

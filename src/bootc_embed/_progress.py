@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Protocol
@@ -13,11 +14,16 @@ from ._transform import Progress
 class Reporter(Protocol):
     def task(self, label: str) -> contextlib.AbstractContextManager[Progress]: ...
 
+    def warn(self, message: str) -> None: ...
+
 
 class NullReporter:
     @contextlib.contextmanager
     def task(self, label: str) -> Iterator[Progress]:
         yield Progress()
+
+    def warn(self, message: str) -> None:
+        print(f"bootc-embed: warning: {message}", file=sys.stderr)
 
 
 class _RichTask(Progress):
@@ -72,6 +78,9 @@ class RichReporter:
 
     def __exit__(self, *exc: object) -> None:
         self._bars.stop()
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}")
 
     @contextlib.contextmanager
     def task(self, label: str) -> Iterator[Progress]:

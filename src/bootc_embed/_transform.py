@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from . import _compress, _storage
-from ._digest import Reader
+from ._digest import Prefixed, Reader
 from ._model import FOREIGN_MARKERS, Descriptor
 from ._tar import (
     CHAR,
@@ -111,7 +111,7 @@ class LayerResult:
     size: int
     diff_id: str
     media_type: str
-    blob_path: Path
+    blob_path: Path | None  # None: the destination already holds the blob
     input_diff_size: int
     input_compression: int
     uids: tuple[int, ...]
@@ -120,6 +120,7 @@ class LayerResult:
     whiteouts_dropped: int = 0
     left_out: int = 0
     left_out_paths: list[str] = field(default_factory=list)
+    reused_from: str | None = None
 
 
 def check_layer_descriptor(desc: Descriptor, what: str) -> None:
@@ -131,23 +132,6 @@ def check_layer_descriptor(desc: Descriptor, what: str) -> None:
         )
     if mt and "tar" not in mt and "layer" not in mt:
         raise ImageFormatError(f"{what}: unsupported layer media type {mt!r}")
-
-
-class _Prefixed(Reader):
-    """``head`` followed by the rest of ``raw``."""
-
-    def __init__(self, head: bytes, raw: BinaryIO) -> None:
-        self._head = head
-        self._raw = raw
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n is None or n < 0:
-                data, self._head = self._head + self._raw.read(), b""
-                return data
-            data, self._head = self._head[:n], self._head[n:]
-            return data
-        return self._raw.read(n)
 
 
 def _clean(name: str) -> str | None:
@@ -386,7 +370,7 @@ class _Input:
         head = counted.read(4)
         self.kind = _compress.detect(head)
         try:
-            stream = _compress.open_decompressed(_Prefixed(head, counted), self.kind)  # type: ignore[arg-type]
+            stream = _compress.open_decompressed(Prefixed(head, counted), self.kind)  # type: ignore[arg-type]
         except CompressionError as e:
             self._prefer_digest_error()
             self._raw.close()

@@ -12,12 +12,14 @@ import click
 
 from . import __version__, _compress
 from ._build import BuildOptions, BuildResult, build
+from ._reuse import parse_size
 from ._storage import DEFAULT_STORE
 from .errors import BootcEmbedError, UsageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_OVER_BUDGET = 3
 
 
 def _levels() -> str:
@@ -94,6 +96,24 @@ def main() -> None:
 )
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Layers worked on at once.")
 @click.option("--tmpdir", default=None, help="Directory for temporary spool files.")
+@click.option(
+    "--previous",
+    default=None,
+    metavar="REF",
+    help="A previous output: layers with the same content keep its blobs (and digests).",
+)
+@click.option(
+    "--cache-dir",
+    default=None,
+    help="Layer cache directory (default: $XDG_CACHE_HOME/bootc-embed).",
+)
+@click.option("--no-cache", is_flag=True, help="Neither use nor fill the layer cache.")
+@click.option(
+    "--cache-max-size",
+    default="10G",
+    show_default=True,
+    help="Cache size bound; least recently used entries go first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def build_cmd(
     base: str,
@@ -106,6 +126,10 @@ def build_cmd(
     platform: str | None,
     jobs: int | None,
     tmpdir: str | None,
+    previous: str | None,
+    cache_dir: str | None,
+    no_cache: bool,
+    cache_max_size: str,
     as_json: bool,
 ) -> None:
     """Embed app images into a bootc base image.
@@ -125,6 +149,10 @@ def build_cmd(
         platform=platform,
         jobs=jobs,
         tmpdir=tmpdir,
+        previous=previous,
+        cache=not no_cache,
+        cache_dir=cache_dir,
+        cache_max_size=_size(cache_max_size),
     )
 
     def go() -> int:
@@ -136,6 +164,13 @@ def build_cmd(
         return 0
 
     _run(go)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--cache-max-size") from None
 
 
 def _build_with_progress(options: BuildOptions) -> BuildResult:
@@ -160,9 +195,11 @@ def _print_summary(result: BuildResult) -> None:
     out: list[str] = []
     for img in result.images:
         new = [layer for layer in img.layers if layer.emitted]
+        reused = [layer for layer in new if layer.reused_from]
         out.append(
             f"embedded {img.name} ({img.manifest_digest[:19]}): {len(img.layers)} layers, "
             f"{len(new)} new, {_human(sum(layer.size for layer in new))}"
+            + (f", {len(reused)} reused without work" if reused else "")
         )
     out.append(
         f"wrote {result.output} ({result.manifest_digest}): {result.base_layers} base layers + "
@@ -180,6 +217,62 @@ def _print_summary(result: BuildResult) -> None:
         )
     for line in out:
         click.echo(line, err=True)
+
+
+@main.command("diff")
+@click.argument("old", metavar="OLD")
+@click.argument("new", metavar="NEW")
+@click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(0),
+    default=None,
+    help="Exit with status 3 when a host would download more than this many bytes.",
+)
+def diff_cmd(
+    old: str, new: str, platform: str | None, as_json: bool, max_bytes: int | None
+) -> None:
+    """What a host running OLD downloads to move to NEW, per embedded image and for the base."""
+    from ._diff import diff_images
+
+    def go() -> int:
+        result = diff_images(old, new, platform)
+        if as_json:
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            _print_diff(result)
+        if max_bytes is not None and result.download_bytes > max_bytes:
+            click.echo(
+                f"bootc-embed: update costs {result.download_bytes} bytes, over the budget of "
+                f"{max_bytes}",
+                err=True,
+            )
+            return EXIT_OVER_BUDGET
+        return 0
+
+    _run(go)
+
+
+def _print_diff(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.old} → {result.new}")
+    table.add_column("", overflow="fold")
+    for col in ("new layers", "new bytes", "reused", "reused bytes", "removed"):
+        table.add_column(col, justify="right")
+    for g in result.groups:
+        table.add_row(
+            g.name,
+            str(len(g.new)),
+            _human(sum(d.size for d in g.new)),
+            str(len(g.reused)),
+            _human(sum(d.size for d in g.reused)),
+            str(len(g.removed)),
+        )
+    table.add_row("[b]download[/]", "", f"[b]{_human(result.download_bytes)}[/]", "", "", "")
+    Console().print(table)
 
 
 @main.command("demo")

@@ -1,0 +1,357 @@
+"""Finished output layers found elsewhere: a previous output image, or the local cache.
+
+An app layer's output bytes (uncompressed) are a function of its :class:`ReuseKey`: the
+containers-storage layer id (which covers the input diff_id and its chain), the input
+diff_id, the store path, the whiteout form and the format version. Every appended layer's
+descriptor records those values as annotations, so a rebuild can decide reuse without reading
+the input layer at all. Reusing the previous image's compressed blob (rather than a new one
+with the same content) keeps the layer digest stable across compressor or level changes, and
+hosts never fetch it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import _compress, _storage
+from ._digest import Prefixed
+from ._model import Descriptor, Platform
+from ._reference import Reference
+from ._transports import ResolvedImage, open_blob, resolve
+from ._transports.oci import open_source
+from .errors import BootcEmbedError
+
+A_LAYER = "io.bootc-embed.layer"
+A_LAYER_ID = "io.bootc-embed.layer.id"
+A_SOURCE_DIFF_ID = "io.bootc-embed.source.diff-id"
+A_STORE = "io.bootc-embed.store"
+A_WHITEOUTS = "io.bootc-embed.whiteouts"
+A_FORMAT = "io.bootc-embed.format"
+A_IMAGE = "io.bootc-embed.image"
+A_WHITEOUT_COUNT = "io.bootc-embed.layer.whiteouts"
+A_LEFT_OUT_COUNT = "io.bootc-embed.layer.left-out"
+
+_COMPRESSION_OF_MEDIA_TYPE = {"gzip": 2, "zstd": 4}
+
+
+def _code_identity() -> str:
+    """The compressors' versions and the code that decides a layer's bytes: a cache entry
+    made by other code is never used, even when the format version was not bumped."""
+    import isal
+    import zstandard
+
+    h = hashlib.sha256(f"isal {isal.__version__} zstandard {zstandard.__version__}".encode())
+    here = Path(__file__).parent
+    for name in ("_compress.py", "_storage.py", "_tar.py", "_tarsplit.py", "_transform.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+_CODE_IDENTITY = _code_identity()
+
+
+@dataclass(frozen=True)
+class ReuseKey:
+    """What an app layer's output content depends on."""
+
+    layer_id: str
+    source_diff_id: str
+    store: str
+    whiteouts: str
+    format: str
+
+    @classmethod
+    def from_annotations(cls, a: dict[str, str]) -> ReuseKey | None:
+        try:
+            return cls(a[A_LAYER_ID], a[A_SOURCE_DIFF_ID], a[A_STORE], a[A_WHITEOUTS], a[A_FORMAT])
+        except KeyError:
+            return None
+
+    def annotations(self) -> dict[str, str]:
+        return {
+            A_LAYER: "app",
+            A_LAYER_ID: self.layer_id,
+            A_SOURCE_DIFF_ID: self.source_diff_id,
+            A_STORE: self.store,
+            A_WHITEOUTS: self.whiteouts,
+            A_FORMAT: self.format,
+        }
+
+
+@dataclass(frozen=True)
+class Reusable:
+    """A finished output layer: its blob, content digest and the store facts about its input."""
+
+    media_type: str
+    digest: str
+    size: int
+    diff_id: str
+    uids: tuple[int, ...]
+    gids: tuple[int, ...]
+    input_diff_size: int
+    input_compression: int | None  # None: take it from the input's media type
+    input_digest: str | None  # the input blob the store record was made from
+    whiteouts: int
+    left_out: int
+    left_out_paths: tuple[str, ...]
+    open: Callable[[], BinaryIO]
+    origin: str  # how messages name where it came from
+
+
+def _count(text: str | None) -> int:
+    try:
+        return max(int(text or 0), 0)
+    except ValueError:
+        return 0
+
+
+def input_compression(media_type: str) -> int:
+    for word, value in _COMPRESSION_OF_MEDIA_TYPE.items():
+        if word in media_type:
+            return value
+    return _storage.COMPRESSION_NONE
+
+
+def _find_member(blob: BinaryIO, name: str) -> bytes | None:
+    """One file of a (possibly compressed) layer tar, read by streaming."""
+    head = blob.read(4)
+    stream = _compress.open_decompressed(Prefixed(head, blob), _compress.detect(head))  # type: ignore[arg-type]
+    with tarfile.open(fileobj=stream, mode="r|") as tf:
+        for m in tf:
+            if m.name.lstrip("./") == name and m.isfile():
+                f = tf.extractfile(m)
+                return f.read() if f else None
+    return None
+
+
+class Previous:
+    """A previous bootc-embed output, read for layers to reuse (``--previous``)."""
+
+    def __init__(self, ref: Reference, platform: Platform | None) -> None:
+        self.reference = ref
+        self._source = open_source(ref)
+        try:
+            self.image: ResolvedImage = resolve(self._source, platform)
+        except BaseException:
+            self._source.close()
+            raise
+        m = self.image.manifest
+        diff_ids = self.image.diff_ids
+        self._by_key: dict[ReuseKey, tuple[Descriptor, str]] = {}
+        self._by_diff_id: dict[str, Descriptor] = {}
+        self.metadata: tuple[Descriptor, str] | None = None
+        for desc, diff_id in zip(m.layers, diff_ids, strict=True):
+            self._by_diff_id.setdefault(diff_id, desc)
+            key = ReuseKey.from_annotations(desc.annotations)
+            if key is not None:
+                self._by_key[key] = (desc, diff_id)
+            if desc.annotations.get(A_LAYER) == "metadata":
+                self.metadata = (desc, diff_id)
+        if self.metadata is None and m.layers:
+            self.metadata = (m.layers[-1], diff_ids[-1])  # older outputs: the last layer
+        self._records: dict[str, dict[str, Any]] | None = None
+
+    def _layer_records(self, store: str) -> dict[str, dict[str, Any]]:
+        if self._records is None:
+            self._records = {}
+            if self.metadata is not None:
+                desc = self.metadata[0]
+                name = store.strip("/") + "/overlay-layers/layers.json"
+                try:
+                    with open_blob(self._source, desc, f"{self.reference}: metadata layer") as r:
+                        data = _find_member(r, name)
+                except (BootcEmbedError, tarfile.TarError):
+                    data = None
+                if data:
+                    with contextlib.suppress(ValueError, TypeError):
+                        for rec in json.loads(data):
+                            self._records[str(rec["id"])] = rec
+        return self._records
+
+    def _reusable(self, desc: Descriptor, diff_id: str, rec: dict[str, Any] | None) -> Reusable:
+        def opener(d: Descriptor = desc) -> BinaryIO:
+            return self.open_raw(d)
+
+        rec = rec or {}
+        return Reusable(
+            media_type=desc.media_type,
+            digest=desc.digest,
+            size=desc.size,
+            diff_id=diff_id,
+            uids=tuple(rec.get("uidset") or ()),
+            gids=tuple(rec.get("gidset") or ()),
+            input_diff_size=int(rec.get("diff-size") or 0),
+            input_compression=int(rec.get("compression") or 0) if rec else None,
+            input_digest=rec.get("compressed-diff-digest") if rec else None,
+            whiteouts=_count(desc.annotations.get(A_WHITEOUT_COUNT)),
+            left_out=_count(desc.annotations.get(A_LEFT_OUT_COUNT)),
+            left_out_paths=(),
+            open=opener,
+            origin=f"previous image {self.reference}",
+        )
+
+    def lookup(self, key: ReuseKey) -> Reusable | None:
+        """The previous layer made from the same input the same way, with its store record."""
+        found = self._by_key.get(key)
+        if found is None:
+            return None
+        rec = self._layer_records(key.store).get(key.layer_id)
+        if rec is None or rec.get("diff-digest") != key.source_diff_id:
+            return None
+        return self._reusable(found[0], found[1], rec)
+
+    def by_diff_id(self, diff_id: str) -> Reusable | None:
+        """A previous layer with exactly this content (for outputs without annotations)."""
+        desc = self._by_diff_id.get(diff_id)
+        return None if desc is None else self._reusable(desc, diff_id, None)
+
+    def open_raw(self, desc: Descriptor) -> BinaryIO:
+        return self._source.open_raw(desc)
+
+    def close(self) -> None:
+        self._source.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Local cache
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bootc-embed"
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in units else ""
+    number = t[: len(t) - len(unit)] if unit else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (e.g. 10G, 500M)") from None
+    if value < 0:
+        raise ValueError(f"not a size: {text!r}")
+    return int(value * units[unit])
+
+
+class LayerCache:
+    """Transformed layers on this machine, keyed like :class:`ReuseKey` plus the compression.
+
+    Entries are directories written elsewhere and renamed into place (atomic); a lock file
+    serialises insertion and eviction (least recently used first, by entry mtime). A corrupt
+    entry is detected by digest when it is copied out, dropped, and rebuilt by the caller.
+    """
+
+    VERSION = "v1"
+
+    def __init__(self, directory: Path, max_size: int) -> None:
+        self.root = directory / self.VERSION
+        self.max_size = max_size
+        (self.root / "layers").mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def entry_id(key: ReuseKey, compression: str, level: int) -> str:
+        ident = {
+            "key": [key.layer_id, key.source_diff_id, key.store, key.whiteouts, key.format],
+            "compression": compression,
+            "level": level,
+            "code": _CODE_IDENTITY,
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+    def _dir(self, entry: str) -> Path:
+        return self.root / "layers" / entry
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / "lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def get(self, key: ReuseKey, compression: str, level: int) -> Reusable | None:
+        d = self._dir(self.entry_id(key, compression, level))
+        try:
+            meta = json.loads((d / "meta.json").read_bytes())
+            os.utime(d)  # least recently used: the entry's mtime
+            blob = d / "blob"
+
+            def opener() -> BinaryIO:
+                return open(blob, "rb")
+
+            return Reusable(
+                media_type=str(meta["media_type"]),
+                digest=str(meta["digest"]),
+                size=int(meta["size"]),
+                diff_id=str(meta["diff_id"]),
+                uids=tuple(meta["uids"]),
+                gids=tuple(meta["gids"]),
+                input_diff_size=int(meta["input_diff_size"]),
+                input_compression=meta.get("input_compression"),
+                input_digest=meta.get("input_digest"),
+                whiteouts=int(meta.get("whiteouts", 0)),
+                left_out=int(meta.get("left_out", 0)),
+                left_out_paths=tuple(meta.get("left_out_paths", ())),
+                open=opener,
+                origin=f"cache entry {d}",
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def drop(self, key: ReuseKey, compression: str, level: int) -> None:
+        with self._locked():
+            shutil.rmtree(self._dir(self.entry_id(key, compression, level)), ignore_errors=True)
+
+    def put(
+        self, key: ReuseKey, compression: str, level: int, blob: Path, meta: dict[str, Any]
+    ) -> None:
+        """Add a finished blob (copied; ``blob`` stays where it is)."""
+        target = self._dir(self.entry_id(key, compression, level))
+        if target.exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root))
+        try:
+            try:
+                os.link(blob, tmp / "blob")
+            except OSError:
+                shutil.copyfile(blob, tmp / "blob")
+            (tmp / "meta.json").write_bytes(json.dumps(meta, sort_keys=True).encode())
+            with self._locked():
+                try:
+                    os.rename(tmp, target)
+                except OSError:
+                    return  # another build put it there first
+                self._evict()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _evict(self) -> None:
+        entries = []
+        total = 0
+        for d in (self.root / "layers").iterdir():
+            try:
+                st = d.stat()
+                size = (d / "blob").stat().st_size
+            except OSError:
+                continue
+            entries.append((st.st_mtime_ns, size, d))
+            total += size
+        for _, size, d in sorted(entries):
+            if total <= self.max_size:
+                break
+            shutil.rmtree(d, ignore_errors=True)
+            total -= size
