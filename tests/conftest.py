@@ -10,10 +10,13 @@ leftovers of a killed session are cleaned up by the next one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -190,7 +193,21 @@ class BootcEmbedResult:
             raise AssertionError(f"--json output is not JSON ({e}):\n{self.describe()}") from None
 
 
+_private_cache: list[Path] = []
+
+
+def private_xdg_cache() -> Path:
+    """An XDG_CACHE_HOME of this test session: the tool's layer cache never touches ~/.cache."""
+    if not _private_cache:
+        WORK_ROOT.mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-xdg-cache-", dir=WORK_ROOT))
+        atexit.register(shutil.rmtree, d, True)
+        _private_cache.append(d)
+    return _private_cache[0]
+
+
 def run_bootc_embed(*args: str | os.PathLike, timeout: float = 1200) -> BootcEmbedResult:
+    """Run the ``bootc-embed`` command with this session's private cache home."""
     if not BOOTC_EMBED.exists():
         raise RuntimeError(
             f"{BOOTC_EMBED} not found: install the package into this Python's environment "
@@ -199,6 +216,7 @@ def run_bootc_embed(*args: str | os.PathLike, timeout: float = 1200) -> BootcEmb
     argv = [str(BOOTC_EMBED), *(os.fspath(a) for a in args)]
     env = dict(os.environ)
     env.pop("COLUMNS", None)
+    env["XDG_CACHE_HOME"] = str(private_xdg_cache())
     proc = subprocess.run(
         argv,
         capture_output=True,

@@ -115,10 +115,12 @@ def assert_fails(
     mentions: list[list[str]],
     status: int = 1,
     base: str | None = None,
+    no_cache: bool = True,
 ) -> None:
     """Run the build for every kind of output; each run must fail cleanly.
 
     ``mentions``: groups of alternatives; stderr must contain at least one string of each group.
+    ``no_cache``: pass ``--no-cache`` (the input must be read; the layer cache is tested below).
     """
     for what, out_ref, check_after in outputs(inputs.tmp):
         res = run_bootc_embed(
@@ -128,6 +130,7 @@ def assert_fails(
             *image_args,
             "--output",
             out_ref,
+            *(["--no-cache"] if no_cache else []),
         )
         ctx = f"[output: {what}]\n{res.describe()}"
         print(f"[{what}] exit {res.returncode}: {res.stderr.strip()}")
@@ -174,6 +177,34 @@ def test_corrupt_layer_blob_in_app1_copy(inputs, test_images, damage):
         inputs,
         [*good_args(inputs), "--image", f"{BAD_NAME}={img.ref}"],
         mentions=[[short(desc["digest"]), f"layer {idx}"], [BAD_NAME, str(app)]],
+    )
+
+
+def test_corrupt_blob_is_found_even_when_the_layer_is_cached(inputs, tmp_path):
+    """Issue 2: every input blob is checked against its digest. A layer cache hit (keyed by the
+    config's diff_ids) must not let a damaged input blob through unnoticed."""
+    layer = TarBuilder().dir("srv/").file("srv/data", os.urandom(2048)).bytes()
+    img = write_bad_app(inputs.tmp / "bad", layer)
+    warm = run_bootc_embed(
+        "build",
+        "--base",
+        inputs.base.ref,
+        "--image",
+        f"{BAD_NAME}={img.ref}",
+        "--output",
+        f"oci:{tmp_path / 'warm'}:1",
+    )
+    assert warm.returncode == 0, warm.describe()
+    desc = img.layers[1]
+    p = img.blob(desc["digest"])
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    assert_fails(
+        inputs,
+        ["--image", f"{BAD_NAME}={img.ref}"],
+        mentions=[[short(desc["digest"]), "layer 2"], [BAD_NAME, str(img.layout)]],
+        no_cache=False,
     )
 
 

@@ -292,9 +292,12 @@ def ensure_images(cache: Path, env: dict[str, str]) -> TestImages:
         (work / "complete").write_text(key + "\n")
         remove_tree(final)
         work.rename(final)
-        # older generations of the test images are of no use any more
+        # older generations of the test images: drop them once nobody can still be using them
+        # (another checkout's session may be reading one right now)
         for old in cache.glob("images-*"):
-            if old.is_dir() and old != final:
+            done = old / "complete"
+            stale = not done.exists() or time.time() - done.stat().st_mtime > 2 * 86400
+            if old.is_dir() and old != final and stale and not old.name.endswith(".tmp"):
                 remove_tree(old)
         log(f"test images built in {time.monotonic() - t0:.0f} s: {final}")
     return TestImages(final)
