@@ -48,6 +48,7 @@ from ._transports import (
     ImageSource,
     ResolvedImage,
     json_bytes,
+    open_blob,
     resolve,
 )
 from ._transports.oci import open_destination, open_source
@@ -380,8 +381,10 @@ def _produce(job: LayerJob, ctx: _Context) -> LayerResult | None:
     label = f"{job.image} layer {job.index}/{job.count}"
     key = _key(job)
     if ctx.previous is not None and (found := ctx.previous.lookup(key)) is not None:
+        _verify_input(job, ctx, label)
         return _fetch(found, job, ctx, label, "previous")
     if ctx.cache is not None and (found := ctx.cache.get(key, job.compression, job.level)):
+        _verify_input(job, ctx, label)
         try:
             return _fetch(found, job, ctx, label, "cache")
         except DigestMismatchError:
@@ -414,6 +417,17 @@ def _produce(job: LayerJob, ctx: _Context) -> LayerResult | None:
         except OSError as e:
             ctx.reporter.warn(f"could not write the layer cache: {e}")
     return made
+
+
+def _verify_input(job: LayerJob, ctx: _Context, label: str) -> None:
+    """A reused layer is not inflated, but its input blob is still checked against its digest:
+    a damaged input is reported whether or not its layer was made before."""
+    with ctx.reporter.task(f"{label} (verifying input)") as progress:
+        progress.start("verifying", job.descriptor.size)
+        with open_blob(job.source, job.descriptor, job.what) as r:
+            while chunk := r.read(_COPY_CHUNK):
+                progress.advance(len(chunk))
+            r.verify()
 
 
 def _fetch(

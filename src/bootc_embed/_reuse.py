@@ -19,6 +19,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,23 +162,30 @@ class Previous:
         if self.metadata is None and m.layers:
             self.metadata = (m.layers[-1], diff_ids[-1])  # older outputs: the last layer
         self._records: dict[str, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
 
     def _layer_records(self, store: str) -> dict[str, dict[str, Any]]:
-        if self._records is None:
-            self._records = {}
-            if self.metadata is not None:
-                desc = self.metadata[0]
-                name = store.strip("/") + "/overlay-layers/layers.json"
-                try:
-                    with open_blob(self._source, desc, f"{self.reference}: metadata layer") as r:
-                        data = _find_member(r, name)
-                except (BootcEmbedError, tarfile.TarError):
-                    data = None
-                if data:
-                    with contextlib.suppress(ValueError, TypeError):
-                        for rec in json.loads(data):
-                            self._records[str(rec["id"])] = rec
-        return self._records
+        with self._lock:  # layer tasks ask from several threads at once
+            if self._records is None:
+                self._records = self._read_records(store)
+            return self._records
+
+    def _read_records(self, store: str) -> dict[str, dict[str, Any]]:
+        """The previous store's layers.json records, by layer id (empty when unreadable)."""
+        records: dict[str, dict[str, Any]] = {}
+        if self.metadata is None:
+            return records
+        name = store.strip("/") + "/overlay-layers/layers.json"
+        try:
+            with open_blob(self._source, self.metadata[0], f"{self.reference}: metadata") as r:
+                data = _find_member(r, name)
+        except (BootcEmbedError, tarfile.TarError):
+            data = None
+        if data:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                for rec in json.loads(data):
+                    records[str(rec["id"])] = rec
+        return records
 
     def _reusable(self, desc: Descriptor, diff_id: str, rec: dict[str, Any] | None) -> Reusable:
         def opener(d: Descriptor = desc) -> BinaryIO:

@@ -538,9 +538,9 @@ class _Writer:
                 mode=e.mode & 0o7777,
                 uid=e.uid,
                 gid=e.gid,
-                mtime=e.mtime,
+                mtime=_mtime(e),
                 xattrs=xattrs or None,
-                pax_mtime=e.pax_mtime,
+                pax_mtime=_pax_mtime(e),
             )
         )
 
@@ -646,11 +646,13 @@ class _Writer:
         if form == "chardev":
             # what podman writes itself: a 0:0 character device, mode 0, the whiteout's owner
             emit(
-                tar_header(f"{self.diff}/{rel}", CHAR, mode=0, uid=e.uid, gid=e.gid, mtime=e.mtime)
+                tar_header(
+                    f"{self.diff}/{rel}", CHAR, mode=0, uid=e.uid, gid=e.gid, mtime=_mtime(e)
+                )
             )
         elif form == "ostree":
             ost = f".ostree-wh.{target}" if parent == "." else f"{parent}/.ostree-wh.{target}"
-            emit(tar_header(f"{self.diff}/{ost}", REG, uid=e.uid, gid=e.gid, mtime=e.mtime))
+            emit(tar_header(f"{self.diff}/{ost}", REG, uid=e.uid, gid=e.gid, mtime=_mtime(e)))
         else:
             emit(
                 tar_header(
@@ -658,7 +660,7 @@ class _Writer:
                     REG,
                     uid=e.uid,
                     gid=e.gid,
-                    mtime=e.mtime,
+                    mtime=_mtime(e),
                     xattrs={OVERLAY_WHITEOUT: b"y"},
                 )
             )
@@ -677,6 +679,19 @@ class _Writer:
             emit(chunk)
         emit(padding(size))
         emit(END_OF_ARCHIVE)
+
+
+# podman bounds times to [epoch, 1<<63-1 ns] when it applies a layer (pkg/archive boundTime)
+_MAX_MTIME = (1 << 63) // 10**9
+
+
+def _mtime(e: TarEntry) -> int:
+    return min(max(e.mtime, 0), _MAX_MTIME)
+
+
+def _pax_mtime(e: TarEntry) -> str | None:
+    """Sub-second mtimes are kept, except where podman would bound the time."""
+    return e.pax_mtime if 0 <= e.mtime < _MAX_MTIME else None
 
 
 def _meta(e: TarEntry, xattrs: dict[str, bytes]) -> tuple[object, ...]:
@@ -699,8 +714,8 @@ def _entry_header(
         uid=e.uid,
         gid=e.gid,
         size=size,
-        mtime=e.mtime,
+        mtime=_mtime(e),
         linkname=linkname,
         xattrs=xattrs or None,
-        pax_mtime=e.pax_mtime,
+        pax_mtime=_pax_mtime(e),
     )
