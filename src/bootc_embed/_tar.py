@@ -271,6 +271,12 @@ class TarReader:
         if pad and self._in.skip(pad) < pad:
             raise TarFormatError("unexpected end of tar stream (truncated padding)")
 
+    def skim(self) -> None:
+        """From now on, neither keep raw bytes nor compute CRCs: only headers are wanted."""
+        self._in.capture = False
+        self._in.raw.clear()
+        self._crc = None
+
     def read_content(self, fn: Callable[[memoryview], None] | None) -> None:
         """Pass the current entry's content, piece by piece, to ``fn``."""
         e = self._pending

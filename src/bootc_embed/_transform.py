@@ -9,9 +9,9 @@ compressor and the destination's staging area, hashing the tar (output diff_id) 
 A directory's header must carry what is known only later (``trusted.overlay.opaque`` when a
 whiteout or opaque marker shows up among its children, the metadata of its own entry when that
 comes after its children, the last hardlink header's metadata on a file). The pass writes
-optimistically; when the layer contradicts something already written, it starts over: one
-reading pass learns the whole layer (:class:`_Classifier`), and a second streaming pass writes
-it with that knowledge. Layers without such surprises, the vast majority, are read once.
+optimistically; when the layer contradicts something already written, it stops writing, reads
+on to learn the rest of the layer (:class:`_Classifier`), and a second streaming pass writes it
+with that knowledge. Layers without such surprises are read once, others twice.
 """
 
 from __future__ import annotations
@@ -295,8 +295,17 @@ class _Classifier:
         return sum(1 for p, _ in self._victims if self.dropped(p))
 
 
+class _Contradiction(Exception):
+    """Raised inside the optimistic pass; turned into :class:`_Restart` once the layer is read."""
+
+
 class _Restart(Exception):
-    """The layer contradicts what the optimistic pass already wrote."""
+    """The layer contradicts what the optimistic pass already wrote; ``plan`` has learnt the
+    whole layer (the pass went on reading, without writing, after the contradiction)."""
+
+    def __init__(self, plan: _Classifier) -> None:
+        super().__init__("layer must be written again")
+        self.plan = plan
 
 
 class _Out:
@@ -420,17 +429,8 @@ def transform_layer(
     check_layer_descriptor(job.descriptor, job.what)
     try:
         return _attempt(job, staging, tmpdir, None, progress)
-    except _Restart:
-        pass
-    plan = _Classifier(job.what)
-    progress.start("analysing", job.descriptor.size)
-    inp = _Input(job, progress, capture=False)
-    try:
-        for e in inp.entries():
-            plan.classify(e)
-        inp.verify()
-    finally:
-        inp.close()
+    except _Restart as restart:
+        plan = restart.plan
     plan.finish()
     return _attempt(job, staging, tmpdir, plan, progress)
 
@@ -452,11 +452,15 @@ def _attempt(
             out = _Out(job.compression, job.level, f)
             progress.start("embedding", job.descriptor.size)
             inp = _Input(job, progress, capture=True)
+            writer = _Writer(job, out, plan)
             try:
-                live = _Writer(job, out, plan).run(inp, tarsplit_file)  # type: ignore[arg-type]
+                complete = writer.run(inp, tarsplit_file)  # type: ignore[arg-type]
                 inp.verify()
             finally:
                 inp.close()
+            live = writer.live
+            if not complete:
+                raise _Restart(live)
             live.finish()
             out.close()
     except BaseException:
@@ -493,7 +497,7 @@ def _dir_header(path: str) -> bytes:
 
 class _Writer:
     """Streams one layer into the output, with ``plan`` (the whole layer, known) or without
-    (optimistic: raises :class:`_Restart` on a contradiction)."""
+    (optimistic: on a contradiction, reads on only to learn the layer; see :meth:`run`)."""
 
     def __init__(self, job: LayerJob, out: _Out, plan: _Classifier | None) -> None:
         self.job = job
@@ -554,7 +558,7 @@ class _Writer:
     def _check_dir(self, d: str) -> None:
         """``d`` was written already: its opaque marking must still be right."""
         if self.emitted_dirs[d] != self._wanted(d):
-            raise _Restart
+            raise _Contradiction
 
     def _skeleton(self) -> None:
         """Everything bootc-embed creates for the layer: root, 0755 dirs, 0644 files, mtime 0."""
@@ -580,34 +584,43 @@ class _Writer:
         )
         self._emit_dir(".")
 
-    def run(self, inp: _Input, tarsplit_file: BinaryIO) -> _Classifier:
+    def run(self, inp: _Input, tarsplit_file: BinaryIO) -> bool:
+        """Write the layer; False when it must be written again with ``self.live`` as plan
+        (the rest of the layer was then read only to learn it)."""
         ts = TarSplitWriter(tarsplit_file)
         self._skeleton()
         reader = inp.reader
-        for e in inp.entries():
+        entries = inp.entries()
+        for e in entries:
             ts.segment(e.raw)
             e.raw = b""  # directories' entries are kept: not their raw bytes
             action, path, extra = self.live.classify(e)
-            if action == "keep":
-                self._keep(e, path, extra, reader)
-            elif action == "whiteout":
-                self._whiteout(e, path, extra)
-            elif action == "opaque" and path in self.emitted_dirs:
-                self._check_dir(path)
+            try:
+                if action == "keep":
+                    self._keep(e, path, extra, reader)
+                elif action == "whiteout":
+                    self._whiteout(e, path, extra)
+                elif action == "opaque" and path in self.emitted_dirs:
+                    self._check_dir(path)
+            except _Contradiction:
+                reader.skim()
+                for rest in entries:
+                    self.live.classify(rest)
+                return False
             reader.read_content(None)  # what is not written (devices have none) is skipped
             ts.file(e.name, e.size, e.crc)
         for piece in reader.trailer:
             ts.segment(piece)
         ts.close()
         self._tarsplit(tarsplit_file)
-        return self.live
+        return True
 
     def _keep(self, e: TarEntry, path: str, extra: str, reader: TarReader) -> None:
         emit = self.out.emit
         if e.typeflag == DIR:
             if path in self.emitted_dirs:
                 if self.plan is None:
-                    raise _Restart  # written already as a missing parent
+                    raise _Contradiction  # written already as a missing parent
                 return
             self._ensure_parents(path)
             self._emit_dir(path)
@@ -618,7 +631,7 @@ class _Writer:
             if self.plan is None and self.emitted_meta[extra] != _meta(
                 e, self.live.link_xattrs[extra]
             ):
-                raise _Restart  # the inode's metadata changes after it was written
+                raise _Contradiction  # the inode's metadata changes after it was written
             emit(_entry_header(name, LINK, e, _app_xattrs(e), linkname=f"{self.diff}/{extra}"))
             return
         meta, xattrs = e, _app_xattrs(e)
