@@ -311,10 +311,15 @@ class _Restart(Exception):
 class _Out:
     """Tar bytes → sha256 (diff_id) → compressor → sha256 (digest) → file.
 
-    Small pieces (headers, padding) are gathered and passed on together: per-call overhead,
+    The most recent output (up to :attr:`WINDOW` bytes) is held back as pieces that can still
+    be replaced (:meth:`replace`): a directory header that must gain an opaque marking, or a
+    file header whose metadata a later hardlink header changes, is rewritten in place while
+    it is in the window; only older contradictions make the layer be written again. When the
+    window is flushed, small pieces are gathered and passed on together: per-call overhead,
     not bytes, is what costs in a layer of many small files.
     """
 
+    WINDOW = 16 << 20
     _GATHER = 1 << 16
 
     def __init__(self, algorithm: str, level: int, f: BinaryIO) -> None:
@@ -323,7 +328,9 @@ class _Out:
         self.tar_size = 0
         self.blob_size = 0
         self._f = f
-        self._small = bytearray()
+        self._pieces: list[bytes | memoryview] = []
+        self._first = 0  # handle of self._pieces[0]
+        self._held = 0  # bytes in self._pieces
         self._comp = _compress.CompressingWriter(algorithm, level, self)  # type: ignore[arg-type]
 
     def write(self, data: bytes | memoryview) -> int:  # the compressor's sink
@@ -332,19 +339,48 @@ class _Out:
         self._f.write(data)
         return len(data)
 
-    def emit(self, data: bytes | memoryview) -> None:
-        if len(data) < 4096:
-            self._small += data
-            if len(self._small) >= self._GATHER:
-                self._flush()
-            return
-        if self._small:
-            self._flush()
-        self._pass(data)
+    def emit(self, data: bytes | memoryview) -> int:
+        """Append ``data``; returns a handle for :meth:`replace`."""
+        self._pieces.append(data)
+        self._held += len(data)
+        handle = self._first + len(self._pieces) - 1
+        if self._held > self.WINDOW:
+            self._flush(self._held - self.WINDOW // 2)
+        return handle
 
-    def _flush(self) -> None:
-        self._pass(self._small)
-        self._small = bytearray()
+    def replace(self, handle: int, data: bytes) -> bool:
+        """Rewrite a piece still held back; False when it was passed on already."""
+        i = handle - self._first
+        if i < 0:
+            return False
+        self._held += len(data) - len(self._pieces[i])
+        self._pieces[i] = data
+        return True
+
+    def _flush(self, at_least: int) -> None:
+        done = 0
+        small = bytearray()
+        n = 0
+        for piece in self._pieces:
+            if done >= at_least:
+                break
+            n += 1
+            done += len(piece)
+            if len(piece) < 4096:
+                small += piece
+                if len(small) >= self._GATHER:
+                    self._pass(small)
+                    small = bytearray()
+            else:
+                if small:
+                    self._pass(small)
+                    small = bytearray()
+                self._pass(piece)
+        if small:
+            self._pass(small)
+        del self._pieces[:n]
+        self._first += n
+        self._held -= done
 
     def _pass(self, data: bytes | bytearray | memoryview) -> None:
         self.tar_hash.update(data)
@@ -352,8 +388,7 @@ class _Out:
         self._comp.write(data)
 
     def close(self) -> None:
-        if self._small:
-            self._flush()
+        self._flush(self._held + 1)
         self._comp.close()
 
 
@@ -511,6 +546,9 @@ class _Writer:
         self.diff = f"{self.layer_dir}/diff"
         self.emitted_dirs: dict[str, bytes | None] = {}
         self.emitted_meta: dict[str, tuple[object, ...]] = {}
+        self.handles: dict[str, int] = {}  # path -> output piece of its header
+        self.whiteout_handles: dict[str, list[int]] = {}  # directory -> its whiteouts written
+        self.headers: dict[str, tuple[str, bytes, int, str]] = {}  # file -> header arguments
 
     def _wanted(self, d: str) -> bytes | None:
         """The ``trusted.overlay.opaque`` value directory ``d`` needs."""
@@ -521,32 +559,36 @@ class _Writer:
         return None
 
     def _emit_dir(self, d: str) -> None:
+        self.handles[d] = self.out.emit(self._dir_bytes(d))
+
+    def _dir_bytes(self, d: str) -> bytes:
         """A directory of diff/: its own entry's metadata, or what podman gives a missing one."""
         value = self._wanted(d)
         self.emitted_dirs[d] = value
         overlay = {OVERLAY_OPAQUE: value} if value else {}
         if d == ".":
             # podman ignores a layer's "./" entry: diff/ is 0555 root:root (defaultPerms)
-            self.out.emit(tar_header(self.diff + "/", DIR, mode=0o555, xattrs=overlay or None))
-            return
+            return tar_header(self.diff + "/", DIR, mode=0o555, xattrs=overlay or None)
         e = self.know.dir_entries.get(d)
         name = f"{self.diff}/{d}/"
         if e is None:
-            self.out.emit(tar_header(name, DIR, mode=0o755, xattrs=overlay or None))
-            return
+            return tar_header(name, DIR, mode=0o755, xattrs=overlay or None)
         xattrs = dict(sorted({**_app_xattrs(e), **overlay}.items()))
-        self.out.emit(
-            tar_header(
-                name,
-                DIR,
-                mode=e.mode & 0o7777,
-                uid=e.uid,
-                gid=e.gid,
-                mtime=_mtime(e),
-                xattrs=xattrs or None,
-                pax_mtime=_pax_mtime(e),
-            )
+        return tar_header(
+            name,
+            DIR,
+            mode=e.mode & 0o7777,
+            uid=e.uid,
+            gid=e.gid,
+            mtime=_mtime(e),
+            xattrs=xattrs or None,
+            pax_mtime=_pax_mtime(e),
         )
+
+    def _rewrite_dir(self, d: str) -> None:
+        """Rewrite ``d``'s header with what is known now, or give up on this pass."""
+        if self.plan is not None or not self.out.replace(self.handles[d], self._dir_bytes(d)):
+            raise _Contradiction
 
     def _ensure_parents(self, path: str) -> None:
         if posixpath.dirname(path) in self.emitted_dirs:
@@ -558,7 +600,12 @@ class _Writer:
     def _check_dir(self, d: str) -> None:
         """``d`` was written already: its opaque marking must still be right."""
         if self.emitted_dirs[d] != self._wanted(d):
-            raise _Contradiction
+            self._rewrite_dir(d)
+        if d in self.know.opaque:
+            # whiteouts written in it before it turned out opaque hide nothing: drop them
+            for h in self.whiteout_handles.pop(d, ()):
+                if not self.out.replace(h, b""):
+                    raise _Contradiction
 
     def _skeleton(self) -> None:
         """Everything bootc-embed creates for the layer: root, 0755 dirs, 0644 files, mtime 0."""
@@ -620,7 +667,7 @@ class _Writer:
         if e.typeflag == DIR:
             if path in self.emitted_dirs:
                 if self.plan is None:
-                    raise _Contradiction  # written already as a missing parent
+                    self._rewrite_dir(path)  # written already as a missing parent
                 return
             self._ensure_parents(path)
             self._emit_dir(path)
@@ -628,10 +675,14 @@ class _Writer:
         self._ensure_parents(path)
         name = f"{self.diff}/{path}"
         if e.typeflag == LINK:
-            if self.plan is None and self.emitted_meta[extra] != _meta(
-                e, self.live.link_xattrs[extra]
-            ):
-                raise _Contradiction  # the inode's metadata changes after it was written
+            xattrs = self.live.link_xattrs[extra]
+            if self.plan is None and self.emitted_meta[extra] != _meta(e, xattrs):
+                # the inode's metadata changes after it was written: rewrite its header
+                name0, typeflag, size, linkname = self.headers[extra]
+                header = _entry_header(name0, typeflag, e, xattrs, linkname=linkname, size=size)
+                if not self.out.replace(self.handles[extra], header):
+                    raise _Contradiction
+                self.emitted_meta[extra] = _meta(e, xattrs)
             emit(_entry_header(name, LINK, e, _app_xattrs(e), linkname=f"{self.diff}/{extra}"))
             return
         meta, xattrs = e, _app_xattrs(e)
@@ -639,10 +690,13 @@ class _Writer:
             meta, xattrs = self.plan.link_meta[path], self.plan.link_xattrs[path]
         self.emitted_meta[path] = _meta(meta, xattrs)
         if e.typeflag == SYMLINK:
-            emit(_entry_header(name, SYMLINK, meta, xattrs, linkname=e.linkname.decode()))
+            link = e.linkname.decode()
+            self.headers[path] = (name, SYMLINK, 0, link)
+            self.handles[path] = emit(_entry_header(name, SYMLINK, meta, xattrs, linkname=link))
             return
-        emit(_entry_header(name, REG, meta, xattrs, size=e.data_size))
-        reader.read_content(emit)
+        self.headers[path] = (name, REG, e.data_size, "")
+        self.handles[path] = emit(_entry_header(name, REG, meta, xattrs, size=e.data_size))
+        reader.read_content(emit)  # type: ignore[arg-type]
         emit(padding(e.data_size))
 
     def _whiteout(self, e: TarEntry, parent: str, target: str) -> None:
@@ -655,28 +709,24 @@ class _Writer:
             self._emit_dir(parent)
         form = self.job.whiteouts
         rel = target if parent == "." else f"{parent}/{target}"
-        emit = self.out.emit
         if form == "chardev":
             # what podman writes itself: a 0:0 character device, mode 0, the whiteout's owner
-            emit(
-                tar_header(
-                    f"{self.diff}/{rel}", CHAR, mode=0, uid=e.uid, gid=e.gid, mtime=_mtime(e)
-                )
+            header = tar_header(
+                f"{self.diff}/{rel}", CHAR, mode=0, uid=e.uid, gid=e.gid, mtime=_mtime(e)
             )
         elif form == "ostree":
             ost = f".ostree-wh.{target}" if parent == "." else f"{parent}/.ostree-wh.{target}"
-            emit(tar_header(f"{self.diff}/{ost}", REG, uid=e.uid, gid=e.gid, mtime=_mtime(e)))
+            header = tar_header(f"{self.diff}/{ost}", REG, uid=e.uid, gid=e.gid, mtime=_mtime(e))
         else:
-            emit(
-                tar_header(
-                    f"{self.diff}/{rel}",
-                    REG,
-                    uid=e.uid,
-                    gid=e.gid,
-                    mtime=_mtime(e),
-                    xattrs={OVERLAY_WHITEOUT: b"y"},
-                )
+            header = tar_header(
+                f"{self.diff}/{rel}",
+                REG,
+                uid=e.uid,
+                gid=e.gid,
+                mtime=_mtime(e),
+                xattrs={OVERLAY_WHITEOUT: b"y"},
             )
+        self.whiteout_handles.setdefault(parent, []).append(self.out.emit(header))
 
     def _tarsplit(self, tarsplit_file: BinaryIO) -> None:
         emit = self.out.emit
