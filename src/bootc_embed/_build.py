@@ -423,11 +423,16 @@ def _verify_input(job: LayerJob, ctx: _Context, label: str) -> None:
     """A reused layer is not inflated, but its input blob is still checked against its digest:
     a damaged input is reported whether or not its layer was made before."""
     with ctx.reporter.task(f"{label} (verifying input)") as progress:
-        progress.start("verifying", job.descriptor.size)
-        with open_blob(job.source, job.descriptor, job.what) as r:
-            while chunk := r.read(_COPY_CHUNK):
-                progress.advance(len(chunk))
-            r.verify()
+        _check_blob(job.source, job.descriptor, job.what, progress)
+
+
+def _check_blob(source: ImageSource, desc: Descriptor, what: str, progress: Progress) -> None:
+    """Read a blob only to check it against its digest and size."""
+    progress.start("checking", desc.size)
+    with open_blob(source, desc, what) as r:
+        while chunk := r.read(_COPY_CHUNK):
+            progress.advance(len(chunk))
+        r.verify()
 
 
 def _fetch(
@@ -505,10 +510,33 @@ def _copy_blob(
         return
     what = f"{source.reference}: base layer {desc.digest}"
     with reporter.task(f"base layer {desc.digest[7:19]}") as progress:
-        path = _copy_verified(
-            source.open_raw(desc), desc.digest, desc.size, what, staging, progress
-        )
+        path = _link_verified(source, desc, what, staging, progress)
+        if path is None:
+            path = _copy_verified(
+                source.open_raw(desc), desc.digest, desc.size, what, staging, progress
+            )
     dest.add_blob_file(path, desc.digest)
+
+
+def _link_verified(
+    source: ImageSource, desc: Descriptor, what: str, staging: Path, progress: Progress
+) -> Path | None:
+    """A base blob that is a whole local file on the output's filesystem is checked in place
+    and hard-linked into the output instead of copied (None when that is not possible)."""
+    where = source.blob_path(desc)
+    if where is None or where[1] != 0:
+        return None
+    target = staging / f"link-{desc.digest[7:]}"
+    try:
+        os.link(where[0], target)
+    except OSError:
+        return None
+    try:
+        _check_blob(source, desc, what, progress)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: bytes) -> bytes:
