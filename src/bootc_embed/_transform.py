@@ -136,6 +136,8 @@ def check_layer_descriptor(desc: Descriptor, what: str) -> None:
 
 def _clean(name: str) -> str | None:
     """podman's name cleaning; None when the path leaves the layer root."""
+    if not name.startswith((".", "/")) and "/." not in name and "//" not in name:
+        return name.rstrip("/") or "."  # already clean: the usual case
     while name.startswith("./"):
         name = name[2:]
     p = posixpath.normpath(name.lstrip("/")) if name else "."
@@ -197,19 +199,18 @@ class _Classifier:
         """(action, cleaned path, extra): keep, whiteout, opaque, leftout or skip."""
         what = self.what
         name = _decode(e.name, what, "entry name")
-        where = f"{what}: entry {name!r}"
         if e.typeflag == XGLOBAL:
             return ("skip", "", "")
-        if not posixpath.basename(name.rstrip("/")).startswith(WH_PREFIX):
+        if not name.rstrip("/").rpartition("/")[2].startswith(WH_PREFIX):
             self.uids.add(e.uid)
             self.gids.add(e.gid)
         path = _clean(name)
         if path is None:
-            raise LayerContentError(f"{where} leaves the layer root")
+            raise LayerContentError(f"{what}: entry {name!r} leaves the layer root")
         if path.startswith(WH_META):
             return ("skip", path, "")  # AUFS metadata, skipped like podman does
-        base = posixpath.basename(path)
-        parent = posixpath.dirname(path) or "."
+        parent, _, base = path.rpartition("/")
+        parent = parent or "."
         if base == WH_OPAQUE:
             self.opaque.add(parent)
             self.markers += 1
@@ -218,8 +219,8 @@ class _Classifier:
             target = base[len(WH_PREFIX) :]
             if not target or target.startswith(WH_PREFIX):
                 raise LayerContentError(
-                    f"{where}: a whiteout of a '.wh.' name cannot be written without a '.wh.' "
-                    f"name in the store (ostree would treat it as a whiteout)"
+                    f"{what}: entry {name!r}: a whiteout of a '.wh.' name cannot be written "
+                    f"without a '.wh.' name in the store (ostree would treat it as a whiteout)"
                 )
             self.whiteout_parents.add(parent)
             self._victims.append((parent, target if parent == "." else f"{parent}/{target}"))
@@ -230,10 +231,13 @@ class _Classifier:
             return ("leftout", path, "")
         if e.typeflag not in _KEEP_TYPES:
             kind = "sparse file" if e.typeflag == b"S" else f"entry of type {e.typeflag!r}"
-            raise LayerContentError(f"{where}: {kind} is not supported (podman cannot apply it)")
+            raise LayerContentError(
+                f"{what}: entry {name!r}: {kind} is not supported (podman cannot apply it)"
+            )
         if path in self.kept:
             raise LayerContentError(
-                f"{where} appears twice in the layer (tar-split and podman reject duplicates)"
+                f"{what}: entry {name!r} appears twice in the layer (tar-split and podman "
+                f"reject duplicates)"
             )
         for k in e.xattrs:
             _decode(k.encode("utf-8", "surrogateescape"), what, f"xattr name on {name!r}")
@@ -244,14 +248,17 @@ class _Classifier:
             link = _decode(e.linkname, what, f"hardlink target of {name!r}")
             target = _clean(link)
             if target is None or target == ".":
-                raise LayerContentError(f"{where}: hardlink target {link!r} leaves the layer root")
+                raise LayerContentError(
+                    f"{what}: entry {name!r}: hardlink target {link!r} leaves the layer root"
+                )
             if target in self._left_out:
                 self._left_out.add(path)
                 self.left_out.append(path)
                 return ("leftout", path, "")
             if self.kept.get(target) in (None, DIR):
                 raise LayerContentError(
-                    f"{where}: hardlink target {link!r} is not an earlier file of the same layer"
+                    f"{what}: entry {name!r}: hardlink target {link!r} is not an earlier file of "
+                    f"the same layer"
                 )
             root = self._link_root.get(target, target)
             self._link_root[path] = root
@@ -545,7 +552,7 @@ class _Writer:
         self.layer_dir = f"{store}/overlay/{job.layer_id}"
         self.diff = f"{self.layer_dir}/diff"
         self.emitted_dirs: dict[str, bytes | None] = {}
-        self.emitted_meta: dict[str, tuple[object, ...]] = {}
+        self.emitted_meta: dict[str, tuple[TarEntry, dict[str, bytes]]] = {}
         self.handles: dict[str, int] = {}  # path -> output piece of its header
         self.whiteout_handles: dict[str, list[int]] = {}  # directory -> its whiteouts written
         self.headers: dict[str, tuple[str, bytes, int, str]] = {}  # file -> header arguments
@@ -676,19 +683,19 @@ class _Writer:
         name = f"{self.diff}/{path}"
         if e.typeflag == LINK:
             xattrs = self.live.link_xattrs[extra]
-            if self.plan is None and self.emitted_meta[extra] != _meta(e, xattrs):
+            if self.plan is None and _meta(*self.emitted_meta[extra]) != _meta(e, xattrs):
                 # the inode's metadata changes after it was written: rewrite its header
                 name0, typeflag, size, linkname = self.headers[extra]
                 header = _entry_header(name0, typeflag, e, xattrs, linkname=linkname, size=size)
                 if not self.out.replace(self.handles[extra], header):
                     raise _Contradiction
-                self.emitted_meta[extra] = _meta(e, xattrs)
+                self.emitted_meta[extra] = (e, xattrs)
             emit(_entry_header(name, LINK, e, _app_xattrs(e), linkname=f"{self.diff}/{extra}"))
             return
         meta, xattrs = e, _app_xattrs(e)
         if self.plan is not None and path in self.plan.link_meta:
             meta, xattrs = self.plan.link_meta[path], self.plan.link_xattrs[path]
-        self.emitted_meta[path] = _meta(meta, xattrs)
+        self.emitted_meta[path] = (meta, xattrs)
         if e.typeflag == SYMLINK:
             link = e.linkname.decode()
             self.headers[path] = (name, SYMLINK, 0, link)
