@@ -19,7 +19,7 @@ from . import _compress, _storage
 from ._digest import VerifyingReader, sha256_digest
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
 from ._progress import NullReporter, Reporter
-from ._reference import ImageName, Reference, parse_reference, split_image_arg
+from ._reference import ImageName, Reference, parse_image_name, parse_reference, split_image_arg
 from ._reuse import (
     A_IMAGE,
     A_LAYER,
@@ -47,11 +47,13 @@ from ._transports import (
     ImageDestination,
     ImageSource,
     ResolvedImage,
+    TransportOptions,
     json_bytes,
     open_blob,
+    open_destination,
+    open_source,
     resolve,
 )
-from ._transports.oci import open_destination, open_source
 from .errors import CompressionError, DigestMismatchError, ImageFormatError, UsageError
 
 A_FORMAT = "io.bootc-embed.format"
@@ -81,6 +83,7 @@ class BuildOptions:
     cache: bool = True
     cache_dir: str | None = None
     cache_max_size: int = 10 << 30
+    transport: TransportOptions = field(default_factory=TransportOptions)
 
 
 @dataclass
@@ -208,18 +211,21 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
 
     sources: list[ImageSource] = []
     try:
-        base_src = open_source(base_ref)
+        base_src = open_source(base_ref, options.transport)
         sources.append(base_src)
         base = resolve(base_src, platform)
         apps = []
         for name, ref in specs:
-            if name is None:
-                raise UsageError(
-                    f"{ref}: an OCI layout tag is not a full image name; say what podman should "
-                    f"call the image with NAME={ref} (e.g. quay.io/org/app:1={ref})"
-                )
-            src = open_source(ref)
+            src = open_source(ref, options.transport)
             sources.append(src)
+            if name is None:
+                carried = src.default_name()
+                if carried is None:
+                    raise UsageError(
+                        f"{ref}: an OCI layout tag is not a full image name; say what podman "
+                        f"should call the image with NAME={ref} (e.g. quay.io/org/app:1={ref})"
+                    )
+                name = parse_image_name(carried)
             want = platform or base.platform
             image = resolve(src, want)
             if image.platform.architecture and not want.matches(image.platform):
@@ -300,7 +306,7 @@ def _run(
         if options.cache
         else None
     )
-    dest = open_destination(out_ref)
+    dest = open_destination(out_ref, options.transport)
     results: dict[str, LayerResult] = {}
     try:
         staging = dest.staging_dir()
@@ -509,6 +515,8 @@ def _copy_blob(
     if cancel.is_set():
         return
     what = f"{source.reference}: base layer {desc.digest}"
+    if dest.try_reuse(source, desc):
+        return
     with reporter.task(f"base layer {desc.digest[7:19]}") as progress:
         path = _link_verified(source, desc, what, staging, progress)
         if path is None:

@@ -14,8 +14,7 @@ from typing import Any
 from ._model import Descriptor, Platform
 from ._reference import parse_reference
 from ._reuse import A_IMAGE, A_LAYER
-from ._transports import resolve
-from ._transports.oci import open_source
+from ._transports import TransportOptions, open_source, resolve
 
 BASE = "base"
 METADATA = "metadata"
@@ -81,18 +80,22 @@ def _group_of(desc: Descriptor) -> str:
     return BASE
 
 
-def _layers(ref_text: str, platform: Platform | None) -> tuple[Descriptor, ...]:
-    source = open_source(parse_reference(ref_text))
+def _layers(
+    ref_text: str, platform: Platform | None, options: TransportOptions | None
+) -> tuple[Descriptor, ...]:
+    source = open_source(parse_reference(ref_text), options)
     try:
         return resolve(source, platform).manifest.layers
     finally:
         source.close()
 
 
-def diff_images(old: str, new: str, platform: str | None = None) -> DiffResult:
+def diff_images(
+    old: str, new: str, platform: str | None = None, options: TransportOptions | None = None
+) -> DiffResult:
     plat = Platform.parse(platform) if platform else None
-    old_layers = _layers(old, plat)
-    new_layers = _layers(new, plat)
+    old_layers = _layers(old, plat, options)
+    new_layers = _layers(new, plat, options)
     old_digests = {d.digest for d in old_layers}
     new_digests = {d.digest for d in new_layers}
     groups: dict[str, Group] = {}

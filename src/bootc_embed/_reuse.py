@@ -29,8 +29,7 @@ from . import _compress, _storage
 from ._digest import Prefixed
 from ._model import Descriptor, Platform
 from ._reference import Reference
-from ._transports import ResolvedImage, open_blob, resolve
-from ._transports.oci import open_source
+from ._transports import ResolvedImage, TransportOptions, open_blob, open_source, resolve
 from .errors import BootcEmbedError
 
 A_LAYER = "io.bootc-embed.layer"
@@ -139,9 +138,11 @@ def _find_member(blob: BinaryIO, name: str) -> bytes | None:
 class Previous:
     """A previous bootc-embed output, read for layers to reuse (``--previous``)."""
 
-    def __init__(self, ref: Reference, platform: Platform | None) -> None:
+    def __init__(
+        self, ref: Reference, platform: Platform | None, options: TransportOptions | None = None
+    ) -> None:
         self.reference = ref
-        self._source = open_source(ref)
+        self._source = open_source(ref, options)
         try:
             self.image: ResolvedImage = resolve(self._source, platform)
         except BaseException:

@@ -23,13 +23,28 @@ from .._model import (
     sniff_media_type,
 )
 from .._reference import Reference
-from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError
+from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
 
 MAX_METADATA_BYTES = 64 << 20
 
 
+@dataclass(frozen=True)
+class TransportOptions:
+    """How to reach images: credentials and TLS for registries (skopeo's flags)."""
+
+    authfile: str | None = None
+    creds: str | None = None  # USER[:PASS]
+    tls_verify: bool | None = None  # None: verify, except plain HTTP for localhost as podman
+    cert_dir: str | None = None
+
+
 class ImageSource(Protocol):
     reference: Reference
+
+    def default_name(self) -> str | None:
+        """The full image name the reference carries (a registry reference, a docker-archive
+        tag), or None (an OCI layout tag is not a full name)."""
+        ...
 
     def top_descriptor(self) -> Descriptor:
         """The descriptor the reference names (a manifest or an index)."""
@@ -60,6 +75,11 @@ class ImageDestination(Protocol):
         ...
 
     def add_blob_bytes(self, data: bytes) -> str: ...
+
+    def try_reuse(self, source: ImageSource, desc: Descriptor) -> bool:
+        """Make the destination hold ``desc`` without copying its bytes (e.g. a registry's
+        cross-repository mount); False when it cannot."""
+        ...
 
     def commit(self, manifest: bytes, media_type: str) -> None:
         """Make the image visible under the reference (tag added or replaced)."""
@@ -153,3 +173,21 @@ def json_bytes(obj: Any) -> bytes:
 def verify_bytes(data: bytes, desc: Descriptor, what: str) -> None:
     if len(data) != desc.size or sha256_digest(data) != desc.digest:
         raise DigestMismatchError(f"{what}: content does not match {desc.digest}")
+
+
+def open_source(ref: Reference, options: TransportOptions | None = None) -> ImageSource:
+    """The source for a reference, whatever its transport."""
+    from . import oci
+
+    if ref.transport in ("oci", "oci-archive"):
+        return oci.open_source(ref)
+    raise UsageError(f"{ref}: the {ref.transport}: transport is not supported yet")
+
+
+def open_destination(ref: Reference, options: TransportOptions | None = None) -> ImageDestination:
+    """The destination for a reference, whatever its transport."""
+    from . import oci
+
+    if ref.transport in ("oci", "oci-archive"):
+        return oci.open_destination(ref)
+    raise UsageError(f"{ref}: the {ref.transport}: transport is not supported yet")

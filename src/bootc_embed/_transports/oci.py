@@ -68,6 +68,9 @@ class _LayoutSource:
     reference: Reference
     _index: bytes
 
+    def default_name(self) -> str | None:
+        return None  # a layout tag is not a full image name
+
     def top_descriptor(self) -> Descriptor:
         entries = index_manifests(self._index, f"{self.reference}: index.json")
         return _choose(entries, self.reference.tag, str(self.reference))
@@ -167,6 +170,9 @@ class _StagedLayout:
         self._layout = layout
         self._staging = staging
         self._staged: dict[str, Path] = {}
+
+    def try_reuse(self, source: object, desc: Descriptor) -> bool:
+        return False
 
     def has_blob(self, digest: str) -> bool:
         if digest in self._staged:
