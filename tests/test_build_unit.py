@@ -58,6 +58,8 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> SampleImages:
 
 def _build(samples: SampleImages, output: str, **kw: Any) -> BuildResult:
     images = kw.pop("images", samples.image_args)
+    # the demo base has no storage.conf: its configuration layer is tested in test_host.py
+    kw.setdefault("storage_conf", False)
     return build(BuildOptions(base=samples.base, images=images, output=output, **kw))
 
 

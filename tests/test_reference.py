@@ -40,8 +40,14 @@ def test_parse_reference_splits_transport_path_and_tag(
 @pytest.mark.parametrize(
     "text",
     [
-        "docker://quay.io/a/b:1",
-        "containers-storage:quay.io/a/b",
+        "docker:quay.io/a/b:1",  # docker needs //
+        "docker://",
+        "docker://quay.io/a/b:1@sha256:" + "0" * 64,  # tag and digest: skopeo refuses it too
+        "docker://quay.io/A/b",
+        "docker-archive:",
+        "docker-archive:/a.tar:",
+        "containers-storage:",
+        "containers-storage:[overlay@/a+/b]",
         "dir:/x",
         "/just/a/path",
         "quay.io/org/app:1",
@@ -59,8 +65,8 @@ def test_parse_reference_refuses_unsupported_or_incomplete_references(text: str)
 
 
 def test_parse_reference_names_the_supported_transports_in_its_error() -> None:
-    with pytest.raises(UsageError, match=r"oci:.*oci-archive:"):
-        parse_reference("docker://x")
+    with pytest.raises(UsageError, match=r"oci:.*oci-archive:.*docker://.*containers-storage:"):
+        parse_reference("dir:/x")
 
 
 # -- NAME=REF --------------------------------------------------------------------------------------
@@ -112,7 +118,7 @@ def test_split_image_arg_refuses_an_unqualified_name_with_a_hint() -> None:
 
 def test_split_image_arg_refuses_a_bad_reference_after_a_name() -> None:
     with pytest.raises(UsageError):
-        split_image_arg("quay.io/a/b=docker://quay.io/a/b")
+        split_image_arg("quay.io/a/b=dir:/x")
 
 
 # -- image names -----------------------------------------------------------------------------------

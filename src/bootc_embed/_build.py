@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _compress, _storage
+from ._basescan import BaseScanner, BaseView
 from ._digest import VerifyingReader, sha256_digest
+from ._existing import ExistingStore
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
 from ._progress import NullReporter, Reporter
 from ._reference import ImageName, Reference, parse_image_name, parse_reference, split_image_arg
@@ -33,6 +35,8 @@ from ._reuse import (
     default_cache_dir,
     input_compression,
 )
+from ._storageconf import DEFAULT_PATH as DEFAULT_CONF_PATH
+from ._storageconf import add_store, default_conf
 from ._tar import DIR, END_OF_ARCHIVE, REG, padding, tar_header
 from ._transform import (
     FORMAT_VERSION,
@@ -84,6 +88,8 @@ class BuildOptions:
     cache_dir: str | None = None
     cache_max_size: int = 10 << 30
     transport: TransportOptions = field(default_factory=TransportOptions)
+    storage_conf: bool = True
+    replace: Sequence[str] = ()
 
 
 @dataclass
@@ -144,6 +150,7 @@ class BuildResult:
     whiteouts_converted: int
     entries_left_out: int
     left_out_paths: list[str]
+    storage_conf: dict[str, str] | None = None  # {"path", "action"} when a layer was added
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +164,7 @@ class BuildResult:
             "whiteouts_converted": self.whiteouts_converted,
             "entries_left_out": self.entries_left_out,
             "left_out_paths": self.left_out_paths,
+            "storage_conf": self.storage_conf,
         }
 
 
@@ -262,9 +270,23 @@ def _run(
     base: ResolvedImage,
     apps: list[_App],
 ) -> BuildResult:
-    # Plan: one job per distinct layer id, in --image order, bottom-up.
+    cache_root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    with reporter.task("reading the base image") as progress:
+        progress.start("scanning", sum(d.size for d in base.manifest.layers))
+        view = BaseScanner(cache_root if options.cache else None).scan(
+            base_src, base.manifest.layers, store, progress
+        )
+    existing = ExistingStore.from_view(view, store, str(base_src.reference))
+    in_base = {
+        str(app.name): existing.claim(
+            str(app.name), _storage.digest_hex(app.image.manifest.config.digest), options.replace
+        )
+        for app in apps
+    }
+    # Plan: one job per distinct layer id not already in the base's store, in --image order,
+    # bottom-up.
     jobs: list[LayerJob] = []
-    planned: set[str] = set()
+    planned: set[str] = set(existing.layer_ids)
     layer_created: dict[str, str] = {}
     layer_parent: dict[str, str | None] = {}
     for app in apps:
@@ -296,16 +318,11 @@ def _run(
             )
 
     previous = (
-        Previous(parse_reference(options.previous), base.platform) if options.previous else None
-    )
-    cache = (
-        LayerCache(
-            Path(options.cache_dir) if options.cache_dir else default_cache_dir(),
-            options.cache_max_size,
-        )
-        if options.cache
+        Previous(parse_reference(options.previous), base.platform, options.transport)
+        if options.previous
         else None
     )
+    cache = LayerCache(cache_root, options.cache_max_size) if options.cache else None
     dest = open_destination(out_ref, options.transport)
     results: dict[str, LayerResult] = {}
     try:
@@ -347,6 +364,9 @@ def _run(
             ctx,
             layer_created,
             layer_parent,
+            existing,
+            in_base,
+            view,
         )
     except BaseException:
         for r in results.values():
@@ -547,7 +567,12 @@ def _link_verified(
     return target
 
 
-def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: bytes) -> bytes:
+def _metadata_tar(
+    store: str,
+    images_json: bytes,
+    ours: list[_storage.ImageRecord],
+    layers_json: bytes,
+) -> bytes:
     prefix = store.strip("/")
     out: list[bytes] = []
 
@@ -563,9 +588,9 @@ def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: b
     for i in range(1, len(parts) + 1):
         d("/".join(parts[:i]))
     d(f"{prefix}/overlay-images")
-    f(f"{prefix}/overlay-images/images.json", _storage.images_json(images))
+    f(f"{prefix}/overlay-images/images.json", images_json)
     f(f"{prefix}/overlay-images/images.lock", b"")
-    for img in images:
+    for img in ours:
         d(f"{prefix}/overlay-images/{img.id}")
         for bd in sorted(img.big_data, key=lambda b: b.filename):
             f(f"{prefix}/overlay-images/{img.id}/{bd.filename}", bd.data)
@@ -574,6 +599,87 @@ def _metadata_tar(store: str, images: list[_storage.ImageRecord], layers_json: b
     f(f"{prefix}/overlay-layers/layers.lock", b"")
     out.append(END_OF_ARCHIVE)
     return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _Small:
+    media_type: str
+    digest: str
+    size: int
+    diff_id: str
+
+
+def _small_layer(
+    tar: bytes, options: BuildOptions, level: int, ctx: _Context, label: str
+) -> _Small:
+    """A layer bootc-embed writes whole (metadata, configuration): the previous image's blob
+    when its content is unchanged, whatever the compression now, else compressed here."""
+    diff_id = sha256_digest(tar)
+    found = ctx.previous.by_diff_id(diff_id) if ctx.previous is not None else None
+    if found is not None:
+        if not ctx.dest.has_blob(found.digest):
+            with ctx.reporter.task(f"{label} (from previous)") as progress:
+                path = _copy_verified(
+                    found.open(),
+                    found.digest,
+                    found.size,
+                    f"previous {label}",
+                    ctx.staging,
+                    progress,
+                )
+            ctx.dest.add_blob_file(path, found.digest)
+        return _Small(found.media_type, found.digest, found.size, diff_id)
+    blob = _compress.compress_bytes(options.compression, level, tar)
+    return _Small(
+        _compress.MEDIA_TYPES[options.compression],
+        ctx.dest.add_blob_bytes(blob),
+        len(blob),
+        diff_id,
+    )
+
+
+def _storage_conf_layer(
+    view: BaseView, store: str, options: BuildOptions, level: int, ctx: _Context
+) -> tuple[_Small, str, str] | None:
+    """A layer listing the store in the base's effective storage.conf, when it is not yet:
+    (layer, path, "appended" or "created"). Every other setting stays as the base has it."""
+    if not options.storage_conf:
+        return None
+    found = view.storage_conf()
+    if found is None:
+        path, data, node, action = DEFAULT_CONF_PATH, default_conf(store), None, "created"
+    else:
+        path, old, node = found
+        new = add_store(old, store, "/" + path)
+        if new is None:
+            return None
+        data, action = new, "appended"
+    out: list[bytes] = []
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        d = "/".join(parts[:i])
+        n = view.get(d)
+        out.append(
+            tar_header(
+                d + "/",
+                DIR,
+                mode=n.mode if n is not None and n.kind == "dir" else 0o755,
+                uid=n.uid if n is not None and n.kind == "dir" else 0,
+                gid=n.gid if n is not None and n.kind == "dir" else 0,
+            )
+        )
+    out.append(
+        tar_header(
+            path,
+            REG,
+            mode=node.mode if node is not None else 0o644,
+            uid=node.uid if node is not None else 0,
+            gid=node.gid if node is not None else 0,
+            size=len(data),
+        )
+    )
+    out += [data, padding(len(data)), END_OF_ARCHIVE]
+    return _small_layer(b"".join(out), options, level, ctx, "storage.conf layer"), path, action
 
 
 def _assemble(
@@ -588,6 +694,9 @@ def _assemble(
     ctx: _Context,
     layer_created: dict[str, str],
     layer_parent: dict[str, str | None],
+    existing: ExistingStore,
+    in_base: dict[str, bool],
+    view: BaseView,
 ) -> BuildResult:
     # containers-storage records
     layer_records = []
@@ -610,6 +719,8 @@ def _assemble(
     image_records: list[_storage.ImageRecord] = []
     by_id: dict[str, int] = {}
     for app in apps:
+        if in_base[str(app.name)]:
+            continue  # the base's store holds this image already: its record now has the name
         img = app.image
         image_id = _storage.digest_hex(img.manifest.config.digest)
         big = [
@@ -643,34 +754,12 @@ def _assemble(
                 big_data=tuple(big),
             )
         )
-    meta_tar = _metadata_tar(store, image_records, _storage.layers_json(layer_records))
+    images_json = _storage.dumps([*existing.images, *(r.to_json() for r in image_records)])
+    layers_json = _storage.dumps([*existing.layers, *(r.to_json() for r in layer_records)])
+    meta_tar = _metadata_tar(store, images_json, image_records, layers_json)
     dest = ctx.dest
-    meta_diff_id = sha256_digest(meta_tar)
-    prev_meta = ctx.previous.metadata if ctx.previous is not None else None
-    if prev_meta is not None and prev_meta[1] == meta_diff_id:
-        # unchanged store metadata: keep the previous blob, whatever the compression now
-        meta_media_type, meta_digest, meta_size = (
-            prev_meta[0].media_type,
-            prev_meta[0].digest,
-            prev_meta[0].size,
-        )
-        if not dest.has_blob(meta_digest):
-            with ctx.reporter.task("metadata layer (from previous)") as progress:
-                path = _copy_verified(
-                    ctx.previous.open_raw(prev_meta[0]),  # type: ignore[union-attr]
-                    meta_digest,
-                    meta_size,
-                    "previous metadata layer",
-                    ctx.staging,
-                    progress,
-                )
-            dest.add_blob_file(path, meta_digest)
-    else:
-        meta_blob = _compress.compress_bytes(options.compression, level, meta_tar)
-        meta_media_type = _compress.MEDIA_TYPES[options.compression]
-        meta_digest = dest.add_blob_bytes(meta_blob)
-        meta_size = len(meta_blob)
-
+    meta = _small_layer(meta_tar, options, level, ctx, "metadata layer")
+    conf = _storage_conf_layer(view, store, options, level, ctx)
     # config: the base's, with our layers and history appended
     config = copy.deepcopy(base.config)
     epoch = options.source_date_epoch
@@ -715,13 +804,17 @@ def _assemble(
                 },
             )
         )
-    rootfs["diff_ids"].append(meta_diff_id)
-    entry = {"created": created} if created else {}
-    entry["created_by"] = f"bootc-embed: containers-storage metadata ({len(image_records)} images)"
-    history.append(entry)
-    new_layers.append(
-        Descriptor(meta_media_type, meta_digest, meta_size, {A_LAYER: "metadata", **common})
-    )
+    small = [(meta, "metadata", f"containers-storage metadata ({len(apps)} images)")]
+    if conf is not None:
+        small.append((conf[0], "config", f"add {store} to /{conf[1]}"))
+    for layer, kind, what in small:
+        rootfs["diff_ids"].append(layer.diff_id)
+        entry = {"created": created} if created else {}
+        entry["created_by"] = f"bootc-embed: {what}"
+        history.append(entry)
+        new_layers.append(
+            Descriptor(layer.media_type, layer.digest, layer.size, {A_LAYER: kind, **common})
+        )
     config["history"] = history
     config_raw = json_bytes(config)
     config_digest = dest.add_blob_bytes(config_raw)
@@ -764,7 +857,12 @@ def _assemble(
         for desc, diff_id, lid in zip(
             app.image.manifest.layers, app.image.diff_ids, app.layer_ids, strict=True
         ):
-            r = results[lid]
+            r = results.get(lid)
+            if r is None:  # the base's store holds this layer already
+                e.layers.append(
+                    EmbeddedLayer(lid, desc.digest, diff_id, "", "", 0, False, reused_from="base")
+                )
+                continue
             e.layers.append(
                 EmbeddedLayer(
                     lid,
@@ -788,9 +886,10 @@ def _assemble(
         config_digest=config_digest,
         base_layers=len(base_layers),
         images=embedded,
-        metadata_layer={"digest": meta_digest, "diff_id": meta_diff_id, "size": meta_size},
-        bytes_added=sum(r.size for r in all_results) + meta_size,
+        metadata_layer={"digest": meta.digest, "diff_id": meta.diff_id, "size": meta.size},
+        bytes_added=sum(r.size for r in all_results) + sum(layer.size for layer, _, _ in small),
         whiteouts_converted=sum(r.whiteouts for r in all_results),
         entries_left_out=sum(r.left_out for r in all_results),
         left_out_paths=[p for r in all_results for p in r.left_out_paths],
+        storage_conf=None if conf is None else {"path": "/" + conf[1], "action": conf[2]},
     )

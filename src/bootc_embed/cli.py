@@ -291,3 +291,116 @@ def _demo_main(module: Any, workdir: Path | None) -> int:
     from rich.console import Console
 
     return int(module.run_demo(workdir, Console()) or 0)
+
+
+@main.command("verify")
+@click.argument("ref", metavar="REF")
+@click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]")
+@click.option(
+    "--store-path",
+    default=None,
+    help="The store to check (default: the image's io.bootc-embed.store annotation, else "
+    f"{DEFAULT_STORE}).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON on stdout.")
+def verify_cmd(ref: str, platform: str | None, store_path: str | None, as_json: bool) -> None:
+    """Check an image as a bootc host would see it: the embedded store's consistency, bootc's
+    import rules and host readiness. Reads only the image.
+
+    Exit status: 0 clean, 1 on any error, 4 on warnings only.
+    """
+    from ._verify import verify_image
+
+    def go() -> int:
+        if sys.stderr.isatty() and not as_json:
+            from rich.console import Console
+
+            with Console(stderr=True).status("verifying") as status:
+                result = verify_image(
+                    ref, platform, store_path, lambda msg: status.update(f"verify: {msg}")
+                )
+        else:
+            result = verify_image(ref, platform, store_path)
+        if as_json:
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            _print_verify(result)
+        return result.exit_code
+
+    _run(go)
+
+
+def _print_verify(result: Any) -> None:
+    colors = {"error": "red", "warning": "yellow", "info": "blue"}
+    for f in result.findings:
+        where = [
+            f"{k} {v}"
+            for k, v in (("image", f.image), ("layer", f.layer and f.layer[:19]), ("path", f.path))
+            if v
+        ]
+        label = click.style(f"{f.severity}:", fg=colors.get(f.severity), bold=True)
+        click.echo(f"{label} [{f.check}] {f.message}" + (f" ({', '.join(where)})" if where else ""))
+    stores = ", ".join(f"{s.path} ({s.driver})" for s in result.stores) or "none"
+    click.echo(
+        f"{result.reference}: {result.count('error')} errors, {result.count('warning')} "
+        f"warnings; {len(result.images)} images, {result.store_layers} layers in "
+        f"{result.store}; stores found: {stores}"
+    )
+
+
+@main.command("inspect")
+@click.argument("ref", metavar="REF")
+@click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def inspect_cmd(ref: str, platform: str | None, as_json: bool) -> None:
+    """The images embedded in REF: names, digests, layers, sizes, shared layers, whiteouts.
+
+    Reads the manifest and the store metadata layer only.
+    """
+    from ._inspect import inspect_image
+
+    def go() -> int:
+        result = inspect_image(ref, platform)
+        if as_json:
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            _print_inspect(result)
+        return 0
+
+    _run(go)
+
+
+def _print_inspect(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"[b]{result.reference}[/] ({result.manifest_digest})\n"
+        f"store {result.store}: {len(result.images)} images, {len(result.layers)} layers "
+        f"({len(result.shared_layers)} shared), {_human(result.bytes_added)} added to "
+        f"{result.base_layers} base layers",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for img in result.images:
+        extra = f" (also {', '.join(img.names[1:])})" if len(img.names) > 1 else ""
+        table = Table(
+            title=f"{img.name}{extra}\nmanifest {img.manifest_digest} · id {img.image_id[:12]}",
+            title_justify="left",
+        )
+        table.add_column("layer id")
+        table.add_column("size", justify="right")
+        table.add_column("blob", justify="right")
+        table.add_column("whiteouts", justify="right")
+        table.add_column("shared with", overflow="fold")
+        for layer in img.layers:
+            others = [n for n in layer.images if n != img.name]
+            table.add_row(
+                layer.layer_id[:12],
+                _human(layer.diff_size) if layer.diff_size is not None else "?",
+                _human(layer.size) if layer.size is not None else "-",
+                str(layer.whiteouts) if layer.whiteouts is not None else "-",
+                ", ".join(others),
+            )
+        console.print(table)

@@ -1,0 +1,265 @@
+"""What the base image already holds that bootc-embed must respect.
+
+The base's layers are streamed top-down (the topmost layer that names a path, deletes it or
+makes its directory opaque decides) to find: the effective ``storage.conf``, an existing store
+at the store path (images embedded by an earlier bootc-embed run), bootc's logically bound
+images (``/usr/lib/bootc/bound-images.d``) and the Quadlet files they point to, the kernel
+versions in ``/usr/lib/modules``, and the metadata of the directories a config layer writes
+into. Each layer's findings are cached by its digest, so a rebuild reads nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _compress
+from ._digest import Prefixed
+from ._model import Descriptor
+from ._tar import DIR, LINK, REG, SYMLINK, TarFormatError, TarReader
+from ._transform import Progress
+from ._transports import ImageSource, open_blob
+from .errors import CompressionError, ImageFormatError
+
+SCAN_VERSION = "1"
+STORAGE_CONF = ("etc/containers/storage.conf", "usr/share/containers/storage.conf")
+BOUND_DIR = "usr/lib/bootc/bound-images.d"
+QUADLET_DIRS = ("etc/containers/systemd", "usr/share/containers/systemd")
+MODULES_DIR = "usr/lib/modules"
+_MAX_SMALL = 4 << 20
+
+
+@dataclass
+class Node:
+    """One path's state as a layer leaves it."""
+
+    kind: str  # "file", "dir", "symlink", "link", "other" or "deleted"
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    data: bytes | None = None  # small files we care about
+    target: str = ""  # symlink or hardlink target
+    opaque: bool = False  # a directory whose lower contents are hidden
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "mode": self.mode, "uid": self.uid}
+        out["gid"] = self.gid
+        if self.data is not None:
+            out["data"] = base64.b64encode(self.data).decode()
+        if self.target:
+            out["target"] = self.target
+        if self.opaque:
+            out["opaque"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Node:
+        data = obj.get("data")
+        return cls(
+            kind=obj["kind"],
+            mode=obj.get("mode", 0),
+            uid=obj.get("uid", 0),
+            gid=obj.get("gid", 0),
+            data=base64.b64decode(data) if data is not None else None,
+            target=obj.get("target", ""),
+            opaque=obj.get("opaque", False),
+        )
+
+
+_ROOTS = (*STORAGE_CONF, BOUND_DIR, *QUADLET_DIRS, MODULES_DIR)
+_STORE_FILES = ("overlay-images/images.json", "overlay-layers/layers.json")
+
+
+def _interesting(path: str, store: str) -> bool:
+    """Paths whose state the build needs: the roots above, one level below the directories
+    among them, and the store's own records and layer directories."""
+    if path in STORAGE_CONF or path in ("etc", "etc/containers", "usr/share/containers"):
+        return True
+    for root in (BOUND_DIR, *QUADLET_DIRS, MODULES_DIR):
+        if path == root or (path.startswith(root + "/") and "/" not in path[len(root) + 1 :]):
+            return True
+    if path == store:
+        return True
+    if path.startswith(store + "/"):
+        rest = path[len(store) + 1 :]
+        if rest in _STORE_FILES or rest in ("overlay", "overlay-images", "overlay-layers"):
+            return True
+        return rest.startswith("overlay/") and rest.count("/") == 1
+    return False
+
+
+def _covers(path: str, store: str) -> bool:
+    """Deleting or making opaque ``path`` changes something the build needs."""
+    if _interesting(path, store):
+        return True
+    return any(r.startswith(path + "/") for r in (*_ROOTS, store))
+
+
+def _wants_data(path: str, store: str) -> bool:
+    if path in STORAGE_CONF:
+        return True
+    if any(path.startswith(q + "/") for q in QUADLET_DIRS):
+        return True
+    if path.startswith(store + "/"):
+        rest = path[len(store) + 1 :]
+        return rest in (
+            "overlay-layers/layers.json",
+            "overlay-images/images.json",
+        )
+    return False
+
+
+def scan_layer(stream: Any, store: str) -> dict[str, Node]:
+    """The interesting paths one layer sets or deletes."""
+    found: dict[str, Node] = {}
+    reader = TarReader(stream)
+    for e in reader:
+        try:
+            name = e.name.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        path = posixpath.normpath("/" + name).lstrip("/")
+        if not path:
+            continue
+        parent, _, base = path.rpartition("/")
+        if base == ".wh..wh..opq":
+            if _covers(parent, store):
+                found.setdefault(parent, Node("dir")).opaque = True
+            continue
+        if base.startswith(".wh."):
+            victim = f"{parent}/{base[4:]}" if parent else base[4:]
+            if _covers(victim, store):
+                found[victim] = Node("deleted")
+            continue
+        if not _interesting(path, store):
+            continue
+        kind = {DIR: "dir", SYMLINK: "symlink", LINK: "link"}.get(e.typeflag, "other")
+        if e.typeflag in (REG, b"7"):
+            kind = "file"
+        node = Node(kind, e.mode & 0o7777, e.uid, e.gid)
+        if e.typeflag in (SYMLINK, LINK):
+            node.target = e.linkname.decode("utf-8", "replace")
+        if kind == "file" and _wants_data(path, store) and e.data_size <= _MAX_SMALL:
+            chunks: list[bytes] = []
+            reader.read_content(lambda piece, c=chunks: c.append(bytes(piece)))
+            node.data = b"".join(chunks)
+        if kind == "dir" and path in found and found[path].opaque:
+            node.opaque = True
+        found[path] = node
+    return found
+
+
+@dataclass
+class BaseView:
+    """The merged view of the interesting paths of the base image."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def get(self, path: str) -> Node | None:
+        return self.nodes.get(path)
+
+    def file(self, path: str) -> bytes | None:
+        node = self.nodes.get(path)
+        return node.data if node is not None and node.kind == "file" else None
+
+    def children(self, directory: str) -> list[str]:
+        prefix = directory + "/"
+        return sorted(
+            p
+            for p, n in self.nodes.items()
+            if p.startswith(prefix) and "/" not in p[len(prefix) :] and n.kind != "deleted"
+        )
+
+    def storage_conf(self) -> tuple[str, bytes, Node] | None:
+        """The file podman reads: /etc's if present, else /usr/share's."""
+        for path in STORAGE_CONF:
+            node = self.nodes.get(path)
+            if node is not None and node.kind == "file" and node.data is not None:
+                return path, node.data, node
+        return None
+
+    def kernels(self) -> list[str]:
+        return [p.rsplit("/", 1)[1] for p in self.children(MODULES_DIR)]
+
+
+def merge(layers_top_down: Iterable[dict[str, Node]]) -> BaseView:
+    """Top-down: the first layer that names a path decides; an opaque directory or a deleted
+    path hides what lower layers say under it."""
+    view = BaseView()
+    hidden: list[str] = []
+    for found in layers_top_down:
+        for path, node in found.items():
+            if path in view.nodes or any(path == h or path.startswith(h + "/") for h in hidden):
+                continue
+            view.nodes[path] = node
+        for path, node in found.items():
+            if node.kind == "deleted" or node.opaque or node.kind in ("file", "symlink"):
+                hidden.append(path)
+    view.nodes = {p: n for p, n in view.nodes.items() if n.kind != "deleted"}
+    return view
+
+
+class BaseScanner:
+    """Scans base layers once, caching each layer's findings by digest and store path."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        self._dir = cache_dir / "base-scan" if cache_dir is not None else None
+
+    def _key(self, desc: Descriptor, store: str) -> str:
+        ident = f"{SCAN_VERSION}\0{desc.digest}\0{store}"
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+    def scan(
+        self,
+        source: ImageSource,
+        layers: Iterable[Descriptor],
+        store: str,
+        progress: Progress | None = None,
+    ) -> BaseView:
+        rel = store.strip("/")
+        results = []
+        for d in layers:
+            results.append(self._layer(source, d, rel))
+            if progress is not None:
+                progress.advance(d.size)
+        return merge(reversed(results))
+
+    def _layer(self, source: ImageSource, desc: Descriptor, store: str) -> dict[str, Node]:
+        path = self._dir / self._key(desc, store) if self._dir is not None else None
+        if path is not None and path.is_file():
+            try:
+                obj = json.loads(path.read_bytes())
+                return {p: Node.from_json(n) for p, n in obj.items()}
+            except (ValueError, KeyError, TypeError):
+                pass
+        what = f"{source.reference}: base layer {desc.digest}"
+        with open_blob(source, desc, what) as raw:
+            head = raw.read(4)
+            try:
+                stream = _compress.open_decompressed(
+                    Prefixed(head, raw),  # type: ignore[arg-type]
+                    _compress.detect(head),
+                )
+                found = scan_layer(stream, store)
+            except (TarFormatError, CompressionError) as e:
+                raw.verify()  # a damaged blob is reported as such
+                raise ImageFormatError(f"{what}: cannot be read: {e}") from None
+            raw.verify()
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(json.dumps({p: n.to_json() for p, n in found.items()}).encode())
+                os.replace(tmp, path)
+            except OSError:
+                pass
+        return found
