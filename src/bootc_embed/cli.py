@@ -385,10 +385,13 @@ def _print_inspect(result: Any) -> None:
     )
     for img in result.images:
         extra = f" (also {', '.join(img.names[1:])})" if len(img.names) > 1 else ""
-        table = Table(
-            title=f"{img.name}{extra}\nmanifest {img.manifest_digest} · id {img.image_id[:12]}",
-            title_justify="left",
+        console.print(
+            f"\n[b]{img.name}[/]{extra}\n  manifest {img.manifest_digest}\n  image id "
+            f"{img.image_id}",
+            highlight=False,
+            soft_wrap=True,
         )
+        table = Table()
         table.add_column("layer id")
         table.add_column("size", justify="right")
         table.add_column("blob", justify="right")

@@ -179,8 +179,21 @@ def open_source(ref: Reference, options: TransportOptions | None = None) -> Imag
     """The source for a reference, whatever its transport."""
     from . import oci
 
+    options = options or TransportOptions()
     if ref.transport in ("oci", "oci-archive"):
         return oci.open_source(ref)
+    if ref.transport == "docker":
+        from .registry import RegistrySource
+
+        return RegistrySource(ref, options)
+    if ref.transport == "docker-archive":
+        from ._docker_archive import DockerArchiveSource
+
+        return DockerArchiveSource(ref)
+    if ref.transport == "containers-storage":
+        from ._storage_skopeo import StorageSource
+
+        return StorageSource(ref)
     raise UsageError(f"{ref}: the {ref.transport}: transport is not supported yet")
 
 
@@ -188,6 +201,17 @@ def open_destination(ref: Reference, options: TransportOptions | None = None) ->
     """The destination for a reference, whatever its transport."""
     from . import oci
 
+    options = options or TransportOptions()
     if ref.transport in ("oci", "oci-archive"):
         return oci.open_destination(ref)
+    if ref.transport == "docker":
+        from .registry import RegistryDestination
+
+        return RegistryDestination(ref, options)
+    if ref.transport == "containers-storage":
+        from ._storage_skopeo import StorageDestination
+
+        return StorageDestination(ref)
+    if ref.transport == "docker-archive":
+        raise UsageError(f"{ref}: docker-archive: is an input only; write oci-archive: instead")
     raise UsageError(f"{ref}: the {ref.transport}: transport is not supported yet")

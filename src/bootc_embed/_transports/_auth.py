@@ -177,9 +177,7 @@ def _auth_files(authfile: str | None, env: Mapping[str, str]) -> list[_AuthFile]
     return files
 
 
-def _from_file(
-    f: _AuthFile, host: str, repository: str, searched: list[str]
-) -> Credentials | None:
+def _from_file(f: _AuthFile, host: str, repository: str, searched: list[str]) -> Credentials | None:
     obj = f.load()
     if obj is None:
         searched.append(f"{f.path} (absent)")
@@ -195,9 +193,7 @@ def _from_file(
                 return creds
     auths = obj.get("auths") or {}
     if isinstance(auths, dict):
-        normalized = {
-            _normalize_key(str(k)): v for k, v in auths.items() if isinstance(v, dict)
-        }
+        normalized = {_normalize_key(str(k)): v for k, v in auths.items() if isinstance(v, dict)}
         for key in _candidate_keys(server, repository):
             entry = normalized.get(key)
             if entry is None:

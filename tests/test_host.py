@@ -1,0 +1,210 @@
+"""Host integration: storage.conf, stores already in the base, embedding in stages."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.containers import run, unpack_layers
+from unit_support.oci import Layout, info, tar_of, write_layout
+
+from bootc_embed import BuildOptions, UsageError, build
+from bootc_embed._demo import SampleImages, write_sample_images
+from bootc_embed._tarsplit import _compress
+
+STORE = "/usr/lib/containers/storage"
+A = "io.bootc-embed."
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> SampleImages:
+    return write_sample_images(tmp_path_factory.mktemp("samples"))
+
+
+def _build(base: str, images: list[str], out: Path, **kw: Any) -> Layout:
+    kw.setdefault("cache", False)
+    build(BuildOptions(base=base, images=images, output=f"oci:{out}:1", **kw))
+    return Layout(out, "1")
+
+
+def _kinds(layout: Layout) -> list[str | None]:
+    return [d.get("annotations", {}).get(A + "layer") for d in layout.manifest["layers"]]
+
+
+def _layer_files(layout: Layout, desc: dict[str, Any]) -> dict[str, bytes]:
+    data = _compress.open_decompressed(io.BytesIO(layout.blob(desc["digest"])), "gzip").read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}  # type: ignore[union-attr]
+
+
+def _metadata(layout: Layout) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    desc = [
+        d
+        for d in layout.manifest["layers"]
+        if d.get("annotations", {}).get(A + "layer") == "metadata"
+    ][-1]  # the topmost: it holds the whole store's records
+    files = _layer_files(layout, desc)
+    images = json.loads(files[STORE.lstrip("/") + "/overlay-images/images.json"])
+    layers = json.loads(files[STORE.lstrip("/") + "/overlay-layers/layers.json"])
+    return images, layers
+
+
+def _base_with(tmp: Path, files: dict[str, bytes]) -> str:
+    members = []
+    dirs: set[str] = set()
+    for path in files:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in dirs:
+                dirs.add(d)
+                members.append((info(d + "/", tarfile.DIRTYPE), b""))
+    members += [(info(p), data) for p, data in files.items()]
+    return write_layout(tmp, [tar_of(members)], architecture=_arch())
+
+
+def _arch() -> str:
+    import platform
+
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def test_a_base_without_storage_conf_gets_the_defaults_plus_the_store(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    out = _build(samples.base, samples.image_args, tmp_path / "out")
+    assert _kinds(out)[-2:] == ["metadata", "config"]
+    files = _layer_files(out, out.manifest["layers"][-1])
+    conf = tomllib.loads(files["etc/containers/storage.conf"].decode())
+    assert conf["storage"]["driver"] == "overlay"
+    assert conf["storage"]["options"]["additionalimagestores"] == [STORE]
+
+
+def test_an_existing_storage_conf_keeps_every_setting_and_gains_the_store(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    original = (
+        b'# site settings\n[storage]\ndriver = "overlay"\nrunroot = "/run/x"\n'
+        b'graphroot = "/var/lib/x"\n\n[storage.options]\n'
+        b'additionalimagestores = [\n  "/usr/share/other",\n]\n'
+        b'pull_options = {enable_partial_images = "true"}\n\n'
+        b'[storage.options.overlay]\nmountopt = "nodev,metacopy=on"\n'
+    )
+    base = _base_with(tmp_path / "base", {"usr/share/containers/storage.conf": original})
+    out = _build(base, samples.image_args, tmp_path / "out")
+    files = _layer_files(out, out.manifest["layers"][-1])
+    assert list(files) == ["usr/share/containers/storage.conf"]  # the same file podman reads
+    new = files["usr/share/containers/storage.conf"]
+    assert new.startswith(b"# site settings\n")  # comments and layout kept
+    before, after = tomllib.loads(original.decode()), tomllib.loads(new.decode())
+    assert after["storage"]["options"].pop("additionalimagestores") == ["/usr/share/other", STORE]
+    before["storage"]["options"].pop("additionalimagestores")
+    assert after == before
+
+
+def test_a_storage_conf_that_lists_the_store_is_left_alone(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    conf = (
+        f'[storage]\ndriver = "overlay"\n[storage.options]\nadditionalimagestores = ["{STORE}"]\n'
+    )
+    base = _base_with(tmp_path / "base", {"etc/containers/storage.conf": conf.encode()})
+    out = _build(base, samples.image_args, tmp_path / "out")
+    assert _kinds(out)[-1] == "metadata"
+    no_conf = _build(samples.base, samples.image_args, tmp_path / "out2", storage_conf=False)
+    assert _kinds(no_conf)[-1] == "metadata"
+
+
+def _unpack_embedded(layout: Layout, dest: Path) -> None:
+    blobs = [
+        layout.blob_path(d["digest"])
+        for d in layout.manifest["layers"]
+        if d.get("annotations", {}).get(A + "layer")
+    ]
+    dest.mkdir()
+    unpack_layers(blobs, dest)
+
+
+def _podman_images_through_conf(unpacked: Path, tmp: Path, env: dict[str, str]) -> set[str]:
+    """podman reading the unpacked image's own storage.conf, as is, in a private mount
+    namespace: the unpacked store mounted read-only at the store path, and private directories
+    over the graph root and run root the file names (podman drops the file's options when
+    --root is given, so the file's own roots are used)."""
+    conf = tomllib.loads((unpacked / "etc/containers/storage.conf").read_text())["storage"]
+    mounts = {
+        STORE: (unpacked / STORE.lstrip("/"), True),
+        conf["graphroot"]: (tmp / "graphroot", False),
+        conf["runroot"]: (tmp / "runroot", False),
+    }
+    made = []
+    script = []
+    for target, (source, read_only) in mounts.items():
+        source.mkdir(parents=True, exist_ok=True)
+        if not Path(target).exists():
+            Path(target).mkdir(parents=True)
+            made.append(target)
+        script.append(f"mount --bind {source} {target}")
+        if read_only:
+            script.append(f"mount -o remount,ro,bind {target}")
+    script.append(f"exec podman --tmpdir {tmp / 'podman-tmp'} images --format json")
+    try:
+        out = run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", " && ".join(script)],
+            env={**env, "CONTAINERS_STORAGE_CONF": str(unpacked / "etc/containers/storage.conf")},
+        )
+    finally:
+        for target in made:
+            subprocess.run(["rmdir", "-p", "--ignore-fail-on-non-empty", target], check=False)
+    return {n for img in json.loads(out.stdout or "[]") for n in img.get("Names") or []}
+
+
+def test_podman_reading_the_written_storage_conf_sees_the_images(
+    samples: SampleImages, tmp_path: Path, container_env: dict[str, str]
+) -> None:
+    out = _build(samples.base, samples.image_args, tmp_path / "out")
+    _unpack_embedded(out, tmp_path / "u")
+    names = _podman_images_through_conf(tmp_path / "u", tmp_path, container_env)
+    assert {samples.app1_name, samples.app2_name} <= names
+
+
+def test_embedding_in_two_stages_keeps_both_stages_images(
+    samples: SampleImages, tmp_path: Path, container_env: dict[str, str]
+) -> None:
+    app1, app2 = samples.image_args
+    stage1 = _build(samples.base, [app1], tmp_path / "stage1")
+    stage2 = _build(f"oci:{tmp_path / 'stage1'}:1", [app2], tmp_path / "stage2")
+    images, layers = _metadata(stage2)
+    assert sorted(n for r in images for n in r["names"]) == sorted(
+        [samples.app1_name, samples.app2_name]
+    )
+    ids = [r["id"] for r in layers]
+    assert len(ids) == len(set(ids))  # the layer both apps share is kept once
+    appended = [d for d in stage2.manifest["layers"][len(stage1.manifest["layers"]) :]]
+    assert [d["annotations"][A + "layer"] for d in appended] == ["app", "metadata"]  # no config
+    _unpack_embedded(stage2, tmp_path / "u")
+    names = _podman_images_through_conf(tmp_path / "u", tmp_path, container_env)
+    assert {samples.app1_name, samples.app2_name} <= names
+
+
+def test_a_name_already_in_the_base_store_needs_replace(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    app1, app2 = samples.image_args
+    _build(samples.base, [app1], tmp_path / "stage1")
+    clash = f"{samples.app1_name}={app2.split('=', 1)[1]}"
+    with pytest.raises(UsageError, match="--replace"):
+        _build(f"oci:{tmp_path / 'stage1'}:1", [clash], tmp_path / "stage2")
+    assert not (tmp_path / "stage2").exists()
+    out = _build(
+        f"oci:{tmp_path / 'stage1'}:1", [clash], tmp_path / "stage3", replace=[samples.app1_name]
+    )
+    images, _ = _metadata(out)
+    named = [r for r in images if samples.app1_name in r["names"]]
+    assert len(named) == 1
+    assert named[0]["digest"] != Layout(Path(samples.app1.split(":")[1]), "1").descriptor["digest"]
