@@ -277,9 +277,10 @@ def _run(
             base_src, base.manifest.layers, store, progress
         )
     existing = ExistingStore.from_view(view, store, str(base_src.reference))
+    replace = [str(parse_image_name(n)) for n in options.replace]
     in_base = {
         str(app.name): existing.claim(
-            str(app.name), _storage.digest_hex(app.image.manifest.config.digest), options.replace
+            str(app.name), _storage.digest_hex(app.image.manifest.config.digest), replace
         )
         for app in apps
     }

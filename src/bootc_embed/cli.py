@@ -109,6 +109,18 @@ def main() -> None:
 )
 @click.option("--no-cache", is_flag=True, help="Neither use nor fill the layer cache.")
 @click.option(
+    "--no-storage-conf",
+    is_flag=True,
+    help="Leave the base's storage.conf alone (by default the store is added to it).",
+)
+@click.option(
+    "--replace",
+    "replace",
+    multiple=True,
+    metavar="NAME",
+    help="Let NAME, already embedded in the base, name the new image instead. Repeatable.",
+)
+@click.option(
     "--cache-max-size",
     default="10G",
     show_default=True,
@@ -130,6 +142,8 @@ def build_cmd(
     cache_dir: str | None,
     no_cache: bool,
     cache_max_size: str,
+    no_storage_conf: bool,
+    replace: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Embed app images into a bootc base image.
@@ -153,6 +167,8 @@ def build_cmd(
         cache=not no_cache,
         cache_dir=cache_dir,
         cache_max_size=_size(cache_max_size),
+        storage_conf=not no_storage_conf,
+        replace=replace,
     )
 
     def go() -> int:
@@ -206,6 +222,12 @@ def _print_summary(result: BuildResult) -> None:
         f"{sum(len([x for x in i.layers if x.emitted]) for i in result.images)} app layers + "
         f"1 metadata layer, {_human(result.bytes_added)} added"
     )
+    if result.storage_conf:
+        conf = result.storage_conf
+        out.append(
+            f"storage.conf: {conf['path']} {conf['action']} in a layer of its own, "
+            f"listing the store as an additional image store"
+        )
     if result.whiteouts_converted:
         out.append(f"whiteouts converted: {result.whiteouts_converted}")
     if result.entries_left_out:
