@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from . import __version__, _compress
 from ._build import BuildOptions, BuildResult, build
 from ._reuse import parse_size
 from ._storage import DEFAULT_STORE
+from ._transports import TransportOptions
 from .errors import BootcEmbedError, UsageError
 
 EXIT_FAILURE = 1
@@ -49,6 +51,48 @@ def _run(fn: Callable[[], int | None]) -> None:
     sys.exit(code)
 
 
+def _transport_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """skopeo's --authfile, --creds, --tls-verify and --cert-dir, passed to the command as one
+    ``transport`` argument (a :class:`TransportOptions`)."""
+
+    @click.option(
+        "--authfile",
+        default=None,
+        metavar="PATH",
+        help="Registry credentials file (default: $REGISTRY_AUTH_FILE, then podman's and "
+        "docker's auth files).",
+    )
+    @click.option("--creds", default=None, metavar="USER:PASSWORD", help="Registry credentials.")
+    @click.option(
+        "--tls-verify",
+        type=click.BOOL,
+        default=None,
+        is_flag=False,
+        flag_value=True,
+        metavar="BOOL",
+        help="Verify registry TLS certificates (default true; false also allows plain HTTP).",
+    )
+    @click.option(
+        "--cert-dir",
+        default=None,
+        metavar="DIR",
+        help="CA certificates (*.crt) and client certificates (*.cert + *.key) for registries.",
+    )
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        authfile: str | None,
+        creds: str | None,
+        tls_verify: bool | None,
+        cert_dir: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        transport = TransportOptions(authfile, creds, tls_verify, cert_dir)
+        return fn(*args, transport=transport, **kwargs)
+
+    return wrapper
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bootc-embed")
 def main() -> None:
@@ -56,6 +100,7 @@ def main() -> None:
 
 
 @main.command("build")
+@_transport_flags
 @click.option("--base", required=True, metavar="REF", help="The bootc base image.")
 @click.option(
     "--image",
@@ -145,6 +190,7 @@ def build_cmd(
     no_storage_conf: bool,
     replace: tuple[str, ...],
     as_json: bool,
+    transport: TransportOptions,
 ) -> None:
     """Embed app images into a bootc base image.
 
@@ -167,6 +213,7 @@ def build_cmd(
         cache=not no_cache,
         cache_dir=cache_dir,
         cache_max_size=_size(cache_max_size),
+        transport=transport,
         storage_conf=not no_storage_conf,
         replace=replace,
     )
@@ -242,6 +289,7 @@ def _print_summary(result: BuildResult) -> None:
 
 
 @main.command("diff")
+@_transport_flags
 @click.argument("old", metavar="OLD")
 @click.argument("new", metavar="NEW")
 @click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]")
@@ -253,13 +301,18 @@ def _print_summary(result: BuildResult) -> None:
     help="Exit with status 3 when a host would download more than this many bytes.",
 )
 def diff_cmd(
-    old: str, new: str, platform: str | None, as_json: bool, max_bytes: int | None
+    old: str,
+    new: str,
+    platform: str | None,
+    as_json: bool,
+    max_bytes: int | None,
+    transport: TransportOptions,
 ) -> None:
     """What a host running OLD downloads to move to NEW, per embedded image and for the base."""
     from ._diff import diff_images
 
     def go() -> int:
-        result = diff_images(old, new, platform)
+        result = diff_images(old, new, platform, transport)
         if as_json:
             click.echo(json.dumps(result.to_json(), indent=2))
         else:
