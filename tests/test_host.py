@@ -14,7 +14,7 @@ import pytest
 from support.containers import run, unpack_layers
 from unit_support.oci import Layout, info, tar_of, write_layout
 
-from bootc_embed import BuildOptions, UsageError, build
+from bootc_embed import BuildOptions, ImageFormatError, UsageError, build
 from bootc_embed._demo import SampleImages, write_sample_images
 from bootc_embed._tarsplit import _compress
 
@@ -208,3 +208,67 @@ def test_a_name_already_in_the_base_store_needs_replace(
     named = [r for r in images if samples.app1_name in r["names"]]
     assert len(named) == 1
     assert named[0]["digest"] != Layout(Path(samples.app1.split(":")[1]), "1").descriptor["digest"]
+
+
+def _bound_base(tmp: Path, image: str) -> str:
+    quadlet = f"[Container]\nImage={image}\nPull=never\n".encode()
+    members = [
+        (info("usr/", tarfile.DIRTYPE), b""),
+        (info("usr/share/", tarfile.DIRTYPE), b""),
+        (info("usr/share/containers/", tarfile.DIRTYPE), b""),
+        (info("usr/share/containers/systemd/", tarfile.DIRTYPE), b""),
+        (info("usr/share/containers/systemd/app.container"), quadlet),
+        (info("usr/lib/", tarfile.DIRTYPE), b""),
+        (info("usr/lib/bootc/", tarfile.DIRTYPE), b""),
+        (info("usr/lib/bootc/bound-images.d/", tarfile.DIRTYPE), b""),
+        (
+            info(
+                "usr/lib/bootc/bound-images.d/app.container",
+                tarfile.SYMTYPE,
+                linkname="../../../share/containers/systemd/app.container",
+            ),
+            b"",
+        ),
+    ]
+    return write_layout(tmp, [tar_of(members)], architecture=_arch())
+
+
+def test_from_bound_images_embeds_what_the_base_declares(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    base = _bound_base(tmp_path / "base", samples.app1_name)
+    app1 = samples.image_args[0]
+    # app1 is declared (and found under its name among --image); app2 is not declared
+    out = _build(base, [app1], tmp_path / "out", from_bound_images=True)
+    images, _ = _metadata(out)
+    assert [r["names"] for r in images] == [[samples.app1_name]]
+
+
+def test_a_bound_image_with_a_systemd_specifier_is_refused(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    base = _bound_base(tmp_path / "base", "quay.io/org/app-%i:1")
+    with pytest.raises(ImageFormatError, match="specifier"):
+        _build(base, samples.image_args, tmp_path / "out", from_bound_images=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_quadlet_file_is_installed_and_its_pull_policy_warned_about(
+    samples: SampleImages, tmp_path: Path
+) -> None:
+    unit = tmp_path / "web.container"
+    unit.write_text(f"[Container]\nImage={samples.app1_name}\n")
+    result = build(
+        BuildOptions(
+            base=samples.base,
+            images=samples.image_args,
+            output=f"oci:{tmp_path / 'out'}:1",
+            quadlets=[str(unit)],
+            cache=False,
+        )
+    )
+    assert any("Pull=never" in w for w in result.warnings)
+    out = Layout(tmp_path / "out", "1")
+    files = _layer_files(out, out.manifest["layers"][-1])
+    assert files["usr/share/containers/systemd/web.container"] == unit.read_bytes()
+    assert result.quadlets == ["web.container"]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _compress, _storage
-from ._basescan import BaseScanner, BaseView
+from ._basescan import QUADLET_DIRS, BaseScanner, BaseView, Node
+from ._bound import Quadlet, bound_images, check_quadlet_name, parse_quadlet
 from ._digest import VerifyingReader, sha256_digest
 from ._existing import ExistingStore
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
@@ -90,6 +91,8 @@ class BuildOptions:
     transport: TransportOptions = field(default_factory=TransportOptions)
     storage_conf: bool = True
     replace: Sequence[str] = ()
+    from_bound_images: bool = False
+    quadlets: Sequence[str] = ()  # local Quadlet files to install and embed the images of
 
 
 @dataclass
@@ -151,6 +154,8 @@ class BuildResult:
     entries_left_out: int
     left_out_paths: list[str]
     storage_conf: dict[str, str] | None = None  # {"path", "action"} when a layer was added
+    quadlets: list[str] = field(default_factory=list)  # installed Quadlet files
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -165,6 +170,8 @@ class BuildResult:
             "entries_left_out": self.entries_left_out,
             "left_out_paths": self.left_out_paths,
             "storage_conf": self.storage_conf,
+            "quadlets": self.quadlets,
+            "warnings": self.warnings,
         }
 
 
@@ -222,6 +229,14 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
         base_src = open_source(base_ref, options.transport)
         sources.append(base_src)
         base = resolve(base_src, platform)
+        cache_root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        with reporter.task("reading the base image") as progress:
+            progress.start("scanning", sum(d.size for d in base.manifest.layers))
+            view = BaseScanner(cache_root if options.cache else None).scan(
+                base_src, base.manifest.layers, store, progress
+            )
+        warnings: list[str] = []
+        quadlets = _quadlets(options, specs, view, warnings)
         apps = []
         for name, ref in specs:
             src = open_source(ref, options.transport)
@@ -245,10 +260,70 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
                 check_layer_descriptor(desc, f"{name}: layer {i + 1}/{len(image.manifest.layers)}")
             apps.append(_App(name, ref, src, image, _storage.layer_ids(image.diff_ids)))
         _check_names(apps)
-        return _run(options, reporter, store, level, out_ref, base_src, base, apps)
+        for w in warnings:
+            reporter.warn(w)
+        return _run(
+            options,
+            reporter,
+            store,
+            level,
+            out_ref,
+            base_src,
+            base,
+            apps,
+            view,
+            quadlets,
+            warnings,
+        )
     finally:
         for s in sources:
             s.close()
+
+
+def _quadlets(
+    options: BuildOptions,
+    specs: list[tuple[ImageName | None, Reference]],
+    view: BaseView,
+    warnings: list[str],
+) -> list[tuple[Quadlet, bytes]]:
+    """Images the base's bound images and the given Quadlet files need: added to ``specs``
+    (pulled from their registry) unless an --image already embeds them. Returns the Quadlet
+    files to install."""
+    wanted: list[tuple[str, str]] = []  # (image, why)
+    if options.from_bound_images:
+        found = bound_images(view)
+        if not found:
+            warnings.append("--from-bound-images: the base declares no bound images")
+        wanted += [(q.image or "", f"bound image /{link}") for link, q in found]
+    files: list[tuple[Quadlet, bytes]] = []
+    for file in options.quadlets:
+        path = Path(file)
+        check_quadlet_name(path.name)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"--quadlet {file}: {e.strerror}") from None
+        q = parse_quadlet(path.name, data.decode("utf-8", "replace"), file)
+        files.append((q, data))
+        if q.image is None:
+            continue
+        wanted.append((q.image, f"Quadlet {path.name}"))
+        if (q.pull or "").lower() != "never":
+            warnings.append(
+                f"Quadlet {path.name} has no Pull=never: podman may still pull {q.image} when "
+                f"the unit starts"
+            )
+    given = {str(name) for name, _ in specs if name is not None}
+    for image, why in wanted:
+        try:
+            name = parse_image_name(image)
+        except UsageError as e:
+            raise UsageError(f"{why}: {e}") from None
+        if str(name) in given:
+            continue
+        given.add(str(name))
+        specs.append((name, parse_reference(f"docker://{name}")))
+    return files
 
 
 def _check_names(apps: list[_App]) -> None:
@@ -269,13 +344,11 @@ def _run(
     base_src: ImageSource,
     base: ResolvedImage,
     apps: list[_App],
+    view: BaseView,
+    quadlets: list[tuple[Quadlet, bytes]],
+    warnings: list[str],
 ) -> BuildResult:
     cache_root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
-    with reporter.task("reading the base image") as progress:
-        progress.start("scanning", sum(d.size for d in base.manifest.layers))
-        view = BaseScanner(cache_root if options.cache else None).scan(
-            base_src, base.manifest.layers, store, progress
-        )
     existing = ExistingStore.from_view(view, store, str(base_src.reference))
     replace = [str(parse_image_name(n)) for n in options.replace]
     in_base = {
@@ -368,6 +441,8 @@ def _run(
             existing,
             in_base,
             view,
+            quadlets,
+            warnings,
         )
     except BaseException:
         for r in results.values():
@@ -639,48 +714,73 @@ def _small_layer(
     )
 
 
-def _storage_conf_layer(
-    view: BaseView, store: str, options: BuildOptions, level: int, ctx: _Context
-) -> tuple[_Small, str, str] | None:
-    """A layer listing the store in the base's effective storage.conf, when it is not yet:
-    (layer, path, "appended" or "created"). Every other setting stays as the base has it."""
-    if not options.storage_conf:
+def _config_layer(
+    view: BaseView,
+    store: str,
+    options: BuildOptions,
+    level: int,
+    ctx: _Context,
+    quadlets: list[tuple[Quadlet, bytes]],
+) -> tuple[_Small, str, str, str] | None:
+    """The configuration layer, when one is needed: storage.conf listing the store (every other
+    setting kept as the base has it) and the Quadlet files to install. Returns (layer,
+    storage.conf path or "", "appended" or "created", what it does)."""
+    files: list[tuple[str, bytes, Node | None]] = []
+    conf_path, action = "", ""
+    if options.storage_conf:
+        found = view.storage_conf()
+        if found is None:
+            conf_path, action = DEFAULT_CONF_PATH, "created"
+            files.append((conf_path, default_conf(store), None))
+        else:
+            path, old, node = found
+            new = add_store(old, store, "/" + path)
+            if new is not None:
+                conf_path, action = path, "appended"
+                files.append((path, new, node))
+    for q, data in quadlets:
+        files.append((f"{QUADLET_DIRS[1]}/{q.name}", data, None))
+    if not files:
         return None
-    found = view.storage_conf()
-    if found is None:
-        path, data, node, action = DEFAULT_CONF_PATH, default_conf(store), None, "created"
-    else:
-        path, old, node = found
-        new = add_store(old, store, "/" + path)
-        if new is None:
-            return None
-        data, action = new, "appended"
     out: list[bytes] = []
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        d = "/".join(parts[:i])
-        n = view.get(d)
+    written: set[str] = set()
+    for path, data, node in sorted(files, key=lambda f: f[0]):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d in written:
+                continue
+            written.add(d)
+            n = view.get(d)  # the base's directory metadata, so the merged view keeps it
+            is_dir = n is not None and n.kind == "dir"
+            out.append(
+                tar_header(
+                    d + "/",
+                    DIR,
+                    mode=n.mode if n is not None and is_dir else 0o755,
+                    uid=n.uid if n is not None and is_dir else 0,
+                    gid=n.gid if n is not None and is_dir else 0,
+                )
+            )
         out.append(
             tar_header(
-                d + "/",
-                DIR,
-                mode=n.mode if n is not None and n.kind == "dir" else 0o755,
-                uid=n.uid if n is not None and n.kind == "dir" else 0,
-                gid=n.gid if n is not None and n.kind == "dir" else 0,
+                path,
+                REG,
+                mode=node.mode if node is not None else 0o644,
+                uid=node.uid if node is not None else 0,
+                gid=node.gid if node is not None else 0,
+                size=len(data),
             )
         )
-    out.append(
-        tar_header(
-            path,
-            REG,
-            mode=node.mode if node is not None else 0o644,
-            uid=node.uid if node is not None else 0,
-            gid=node.gid if node is not None else 0,
-            size=len(data),
-        )
-    )
-    out += [data, padding(len(data)), END_OF_ARCHIVE]
-    return _small_layer(b"".join(out), options, level, ctx, "storage.conf layer"), path, action
+        out += [data, padding(len(data))]
+    out.append(END_OF_ARCHIVE)
+    what = []
+    if conf_path:
+        what.append(f"add {store} to /{conf_path}")
+    if quadlets:
+        what.append("install " + ", ".join(q.name for q, _ in quadlets))
+    layer = _small_layer(b"".join(out), options, level, ctx, "configuration layer")
+    return layer, conf_path, action, "; ".join(what)
 
 
 def _assemble(
@@ -698,6 +798,8 @@ def _assemble(
     existing: ExistingStore,
     in_base: dict[str, bool],
     view: BaseView,
+    quadlets: list[tuple[Quadlet, bytes]],
+    warnings: list[str],
 ) -> BuildResult:
     # containers-storage records
     layer_records = []
@@ -760,7 +862,7 @@ def _assemble(
     meta_tar = _metadata_tar(store, images_json, image_records, layers_json)
     dest = ctx.dest
     meta = _small_layer(meta_tar, options, level, ctx, "metadata layer")
-    conf = _storage_conf_layer(view, store, options, level, ctx)
+    conf = _config_layer(view, store, options, level, ctx, quadlets)
     # config: the base's, with our layers and history appended
     config = copy.deepcopy(base.config)
     epoch = options.source_date_epoch
@@ -807,7 +909,7 @@ def _assemble(
         )
     small = [(meta, "metadata", f"containers-storage metadata ({len(apps)} images)")]
     if conf is not None:
-        small.append((conf[0], "config", f"add {store} to /{conf[1]}"))
+        small.append((conf[0], "config", conf[3]))
     for layer, kind, what in small:
         rootfs["diff_ids"].append(layer.diff_id)
         entry = {"created": created} if created else {}
@@ -892,5 +994,9 @@ def _assemble(
         whiteouts_converted=sum(r.whiteouts for r in all_results),
         entries_left_out=sum(r.left_out for r in all_results),
         left_out_paths=[p for r in all_results for p in r.left_out_paths],
-        storage_conf=None if conf is None else {"path": "/" + conf[1], "action": conf[2]},
+        storage_conf=(
+            None if conf is None or not conf[1] else {"path": "/" + conf[1], "action": conf[2]}
+        ),
+        quadlets=[q.name for q, _ in quadlets],
+        warnings=warnings,
     )

@@ -159,6 +159,19 @@ def main() -> None:
     help="Leave the base's storage.conf alone (by default the store is added to it).",
 )
 @click.option(
+    "--from-bound-images",
+    is_flag=True,
+    help="Also embed every image the base declares as a bootc logically bound image.",
+)
+@click.option(
+    "--quadlet",
+    "quadlets",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Install a Quadlet file in /usr/share/containers/systemd and embed its Image=.",
+)
+@click.option(
     "--replace",
     "replace",
     multiple=True,
@@ -188,6 +201,8 @@ def build_cmd(
     no_cache: bool,
     cache_max_size: str,
     no_storage_conf: bool,
+    from_bound_images: bool,
+    quadlets: tuple[str, ...],
     replace: tuple[str, ...],
     as_json: bool,
     transport: TransportOptions,
@@ -216,6 +231,8 @@ def build_cmd(
         transport=transport,
         storage_conf=not no_storage_conf,
         replace=replace,
+        from_bound_images=from_bound_images,
+        quadlets=quadlets,
     )
 
     def go() -> int:
