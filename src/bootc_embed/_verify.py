@@ -34,7 +34,7 @@ import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from . import _compress, _storage
 from ._digest import Prefixed
@@ -86,6 +86,7 @@ _CONF_LIMIT = 1 << 20
 _PER_KIND = 20  # findings of one check in one layer before they are summarised
 _CHUNK = 1 << 20
 _DRIVER_DIR = re.compile(r"^(overlay|vfs|btrfs|zfs|aufs|devicemapper)-(images|layers)$")
+_LAYER_CONTENT = re.compile(r"(^|/)(overlay/[^/]+/diff|vfs/dir/[^/]+)(/|$)")
 _LINK_ID = re.compile(r"^[A-Z2-7]{26}$")
 _KERNEL = re.compile(r"^(\d+)\.(\d+)")
 
@@ -426,11 +427,16 @@ class _Verifier:
         self._put(path, e, reader)
 
     def _note_root(self, path: str) -> None:
+        """Note the store a path shows (``<root>/<driver>-images``, ``-layers``). Stores inside
+        a store's layer content (an app that carries a store of its own) are the app's."""
         parts = path.split("/")
         for i, c in enumerate(parts):
             m = _DRIVER_DIR.match(c)
             if m and i > 0:
-                self.roots.setdefault("/".join(parts[:i]), set()).add(m.group(1))
+                root = "/".join(parts[:i])
+                if not _LAYER_CONTENT.search(root):
+                    self.roots.setdefault(root, set()).add(m.group(1))
+                return
 
     def _put(self, path: str, e: TarEntry, reader: TarReader) -> None:
         kind = REG if e.typeflag == CONT else e.typeflag
@@ -448,7 +454,11 @@ class _Verifier:
 
                 reader.read_content(crc_piece)
                 node.crc = state[0]
-            elif e.size <= (_CONF_LIMIT if not path.startswith(self.s_slash) else _SMALL_LIMIT):
+            elif (
+                e.size <= _SMALL_LIMIT
+                if path.startswith(self.s_slash)
+                else (path in (CONF_ETC, CONF_USR) and e.size <= _CONF_LIMIT)
+            ):
                 buf = bytearray()
                 reader.read_content(buf.extend)
                 node.data = bytes(buf)
@@ -612,29 +622,29 @@ class _Verifier:
                     )
         roots = [*self.roots, self.s]
         for li, path in self.base_whiteouts:
-            root = next((r for r in roots if path.startswith(r + "/")), None)
-            if root is None:
+            inside = next((r for r in roots if path.startswith(r + "/")), None)
+            if inside is None:
                 continue
             layer = self.layers[li]
             self.f.add(
                 ERROR,
                 "import.whiteout-name",
                 f"{_shown(path)} in {layer.what(len(self.layers))} is a '.wh.' name inside the "
-                f"store at /{root}: ostree deletes its sibling from the host tree, and podman "
+                f"store at /{inside}: ostree deletes its sibling from the host tree, and podman "
                 f"reads the store's layers without it",
                 layer=layer.desc.digest,
                 path=_shown(path),
             )
         for li, path, kind in self.base_devices:
-            root = next((r for r in roots if path.startswith(r + "/")), None)
-            if root is None:
+            inside = next((r for r in roots if path.startswith(r + "/")), None)
+            if inside is None:
                 continue
             layer = self.layers[li]
             self.f.add(
                 ERROR,
                 "import.device",
                 f"{_shown(path)} in {layer.what(len(self.layers))} is a {_DEVICES[kind]} inside "
-                f"the store at /{root}: ostree refuses device nodes and fifos",
+                f"the store at /{inside}: ostree refuses device nodes and fifos",
                 layer=layer.desc.digest,
                 path=_shown(path),
             )
@@ -802,6 +812,8 @@ class _Verifier:
                     layer=lid,
                     path=_shown(layer_dir + "/link"),
                 )
+            if not _LINK_ID.match(link):
+                continue  # the l/ symlink and the children's lower files cannot match it
             if link in links:
                 add(
                     ERROR,
@@ -978,6 +990,7 @@ class _Verifier:
                 continue
             actual = "sha256:" + hashlib.sha256(node.data).hexdigest()
             if sizes[key] != len(node.data) or digests[key] != actual:
+                contents.pop(key)
                 add(
                     ERROR,
                     "store.big-data",
@@ -1069,6 +1082,8 @@ class _Verifier:
         bad = 0
         try:
             for entry in read_entries(io.BytesIO(node.data)):
+                if entry.get("type") == SEGMENT:
+                    base64.b64decode(str(entry.get("payload") or ""), validate=True)
                 if entry.get("type") != FILE:
                     continue
                 size = int(entry.get("size") or 0)  # type: ignore[call-overload]
@@ -1238,8 +1253,10 @@ class _Verifier:
                 path="/" + path,
             )
             return
-        storage = conf.get("storage") if isinstance(conf.get("storage"), dict) else {}
-        options = storage.get("options") if isinstance(storage.get("options"), dict) else {}
+        storage: dict[str, Any] = conf["storage"] if isinstance(conf.get("storage"), dict) else {}
+        options: dict[str, Any] = (
+            storage["options"] if isinstance(storage.get("options"), dict) else {}
+        )
         stores = options.get("additionalimagestores") or []
         listed = {str(p).rstrip("/") for p in stores} if isinstance(stores, list) else set()
         if self.store_abs.rstrip("/") not in listed:
@@ -1331,6 +1348,8 @@ class _Verifier:
         stores = self.other_stores()
         if not self.has_store():
             self.report_missing_store()
+            for st in stores:
+                st.checked = False
             return self.f.finish(), [], 0, stores
         if not any(st.checked for st in stores):
             stores.insert(0, StoreInfo(self.store_abs, "overlay", True))
@@ -1389,7 +1408,7 @@ class _Reassembly:
         self._hash = hashlib.sha256()
         self._size = 0
         self._pending: str | None = None
-        self._spool: BinaryIO | None = None
+        self._spool: IO[bytes] | None = None
         self._spooled: dict[str, tuple[int, int]] = {}
         self._done = False
         self._advance()

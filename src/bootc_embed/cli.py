@@ -395,7 +395,14 @@ def _demo_main(module: Any, workdir: Path | None) -> int:
     f"{DEFAULT_STORE}).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON on stdout.")
-def verify_cmd(ref: str, platform: str | None, store_path: str | None, as_json: bool) -> None:
+@_transport_flags
+def verify_cmd(
+    ref: str,
+    platform: str | None,
+    store_path: str | None,
+    as_json: bool,
+    transport: TransportOptions,
+) -> None:
     """Check an image as a bootc host would see it: the embedded store's consistency, bootc's
     import rules and host readiness. Reads only the image.
 
@@ -409,10 +416,14 @@ def verify_cmd(ref: str, platform: str | None, store_path: str | None, as_json: 
 
             with Console(stderr=True).status("verifying") as status:
                 result = verify_image(
-                    ref, platform, store_path, lambda msg: status.update(f"verify: {msg}")
+                    ref,
+                    platform,
+                    store_path,
+                    lambda msg: status.update(f"verify: {msg}"),
+                    transport,
                 )
         else:
-            result = verify_image(ref, platform, store_path)
+            result = verify_image(ref, platform, store_path, options=transport)
         if as_json:
             click.echo(json.dumps(result.to_json(), indent=2))
         else:
@@ -444,7 +455,8 @@ def _print_verify(result: Any) -> None:
 @click.argument("ref", metavar="REF")
 @click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def inspect_cmd(ref: str, platform: str | None, as_json: bool) -> None:
+@_transport_flags
+def inspect_cmd(ref: str, platform: str | None, as_json: bool, transport: TransportOptions) -> None:
     """The images embedded in REF: names, digests, layers, sizes, shared layers, whiteouts.
 
     Reads the manifest and the store metadata layer only.
@@ -452,7 +464,7 @@ def inspect_cmd(ref: str, platform: str | None, as_json: bool) -> None:
     from ._inspect import inspect_image
 
     def go() -> int:
-        result = inspect_image(ref, platform)
+        result = inspect_image(ref, platform, transport)
         if as_json:
             click.echo(json.dumps(result.to_json(), indent=2))
         else:
