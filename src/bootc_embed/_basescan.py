@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _compress
-from ._digest import Prefixed
+from ._digest import Prefixed, Reader
 from ._model import Descriptor
 from ._tar import DIR, LINK, REG, SYMLINK, TarFormatError, TarReader
 from ._transform import Progress
@@ -224,35 +224,53 @@ class BaseScanner:
         store: str,
         progress: Progress | None = None,
     ) -> BaseView:
-        rel = store.strip("/")
+        """Scan every layer (bottom-up list) and merge the findings."""
         results = []
         for d in layers:
-            results.append(self._layer(source, d, rel))
+            found = self.cached(d, store)
+            if found is None:
+                found = self.scan_blob(source, d, store)
+            results.append(found)
             if progress is not None:
                 progress.advance(d.size)
         return merge(reversed(results))
 
-    def _layer(self, source: ImageSource, desc: Descriptor, store: str) -> dict[str, Node]:
-        path = self._dir / self._key(desc, store) if self._dir is not None else None
-        if path is not None and path.is_file():
-            try:
-                obj = json.loads(path.read_bytes())
-                return {p: Node.from_json(n) for p, n in obj.items()}
-            except (ValueError, KeyError, TypeError):
-                pass
+    def cached(self, desc: Descriptor, store: str) -> dict[str, Node] | None:
+        path = self._path(desc, store)
+        if path is None or not path.is_file():
+            return None
+        try:
+            obj = json.loads(path.read_bytes())
+            return {p: Node.from_json(n) for p, n in obj.items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _path(self, desc: Descriptor, store: str) -> Path | None:
+        return self._dir / self._key(desc, store.strip("/")) if self._dir is not None else None
+
+    def scan_blob(
+        self,
+        source: ImageSource,
+        desc: Descriptor,
+        store: str,
+        progress: Progress | None = None,
+    ) -> dict[str, Node]:
+        """Read one base layer (its digest checked on the way) and cache what it holds."""
         what = f"{source.reference}: base layer {desc.digest}"
         with open_blob(source, desc, what) as raw:
-            head = raw.read(4)
+            counted = raw if progress is None else _Advancing(raw, progress)
+            head = counted.read(4)
             try:
                 stream = _compress.open_decompressed(
-                    Prefixed(head, raw),  # type: ignore[arg-type]
+                    Prefixed(head, counted),  # type: ignore[arg-type]
                     _compress.detect(head),
                 )
-                found = scan_layer(stream, store)
+                found = scan_layer(stream, store.strip("/"))
             except (TarFormatError, CompressionError) as e:
                 raw.verify()  # a damaged blob is reported as such
                 raise ImageFormatError(f"{what}: cannot be read: {e}") from None
             raw.verify()
+        path = self._path(desc, store)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,3 +281,14 @@ class BaseScanner:
             except OSError:
                 pass
         return found
+
+
+class _Advancing(Reader):
+    def __init__(self, raw: Any, progress: Progress) -> None:
+        self._raw = raw
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._progress.advance(len(data))
+        return data

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from . import _compress, _storage
 from ._basescan import QUADLET_DIRS, BaseScanner, BaseView, Node
+from ._basescan import merge as merge_views
 from ._bound import Quadlet, bound_images, check_quadlet_name, parse_quadlet
 from ._digest import VerifyingReader, sha256_digest
 from ._existing import ExistingStore
@@ -229,12 +230,11 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
         base_src = open_source(base_ref, options.transport)
         sources.append(base_src)
         base = resolve(base_src, platform)
-        cache_root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
-        with reporter.task("reading the base image") as progress:
-            progress.start("scanning", sum(d.size for d in base.manifest.layers))
-            view = BaseScanner(cache_root if options.cache else None).scan(
-                base_src, base.manifest.layers, store, progress
-            )
+        view: BaseView | None = None
+        if options.from_bound_images:  # which images to embed depends on the base: read it now
+            with reporter.task("reading the base image") as progress:
+                progress.start("scanning", sum(d.size for d in base.manifest.layers))
+                view = _scanner(options).scan(base_src, base.manifest.layers, store, progress)
         warnings: list[str] = []
         quadlets = _quadlets(options, specs, view, warnings)
         apps = []
@@ -283,14 +283,14 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
 def _quadlets(
     options: BuildOptions,
     specs: list[tuple[ImageName | None, Reference]],
-    view: BaseView,
+    view: BaseView | None,
     warnings: list[str],
 ) -> list[tuple[Quadlet, bytes]]:
     """Images the base's bound images and the given Quadlet files need: added to ``specs``
     (pulled from their registry) unless an --image already embeds them. Returns the Quadlet
     files to install."""
     wanted: list[tuple[str, str]] = []  # (image, why)
-    if options.from_bound_images:
+    if options.from_bound_images and view is not None:
         found = bound_images(view)
         if not found:
             warnings.append("--from-bound-images: the base declares no bound images")
@@ -344,23 +344,15 @@ def _run(
     base_src: ImageSource,
     base: ResolvedImage,
     apps: list[_App],
-    view: BaseView,
+    view: BaseView | None,
     quadlets: list[tuple[Quadlet, bytes]],
     warnings: list[str],
 ) -> BuildResult:
     cache_root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
-    existing = ExistingStore.from_view(view, store, str(base_src.reference))
-    replace = [str(parse_image_name(n)) for n in options.replace]
-    in_base = {
-        str(app.name): existing.claim(
-            str(app.name), _storage.digest_hex(app.image.manifest.config.digest), replace
-        )
-        for app in apps
-    }
-    # Plan: one job per distinct layer id not already in the base's store, in --image order,
-    # bottom-up.
+    # Plan: one job per distinct layer id, in --image order, bottom-up. (Layers the base's own
+    # store already holds are dropped once the base has been read, below.)
     jobs: list[LayerJob] = []
-    planned: set[str] = set(existing.layer_ids)
+    planned: set[str] = set()
     layer_created: dict[str, str] = {}
     layer_parent: dict[str, str | None] = {}
     for app in apps:
@@ -403,29 +395,53 @@ def _run(
         staging = dest.staging_dir()
         cancel = threading.Event()
         ctx = _Context(dest, staging, options.tmpdir, reporter, cancel, previous, cache)
-        tasks: list[Callable[[], LayerResult | None]] = [
-            functools.partial(_copy_blob, base_src, desc, dest, staging, reporter, cancel)
-            for desc in base.manifest.layers
-            if not dest.has_blob(desc.digest)
+        # Each base layer is read once: checked against its digest, scanned for what the
+        # build must respect (storage.conf, a store already there), linked or copied into
+        # the output. Scans are cached by layer digest. This runs beside the app layers.
+        scanner = _scanner(options)
+        tasks: list[Callable[[], object]] = [
+            functools.partial(_base_layer, i, base_src, desc, ctx, scanner, store)
+            for i, desc in enumerate(base.manifest.layers)
         ]
         tasks += [functools.partial(_produce, job, ctx) for job in jobs]
+        found: dict[int, dict[str, Node]] = {}
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         workers = min(options.jobs or cores, max(len(tasks), 1))
         if workers == 1:
-            outcomes: Iterable[LayerResult | None] = (task() for task in tasks)
-            _collect(outcomes, results)
+            _collect((task() for task in tasks), results, found)
         else:
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(task) for task in tasks]
                 try:
                     _collect(
-                        (f.result() for f in concurrent.futures.as_completed(futures)), results
+                        (f.result() for f in concurrent.futures.as_completed(futures)),
+                        results,
+                        found,
                     )
                 except BaseException:
                     cancel.set()
                     for f in futures:
                         f.cancel()
                     raise
+        if view is None:
+            view = merge_views(found[i] for i in reversed(range(len(base.manifest.layers))))
+        existing = ExistingStore.from_view(view, store, str(base_src.reference))
+        replace = [str(parse_image_name(n)) for n in options.replace]
+        in_base = {
+            str(app.name): existing.claim(
+                str(app.name), _storage.digest_hex(app.image.manifest.config.digest), replace
+            )
+            for app in apps
+        }
+        kept_jobs = []
+        for job in jobs:  # a layer the base's store already holds is kept once: the base's
+            if job.layer_id in existing.layer_ids:
+                made = results.pop(job.layer_id, None)
+                if made is not None and made.blob_path is not None:
+                    made.blob_path.unlink(missing_ok=True)
+            else:
+                kept_jobs.append(job)
+        jobs = kept_jobs
         return _assemble(
             options,
             level,
@@ -455,10 +471,65 @@ def _run(
             previous.close()
 
 
-def _collect(outcomes: Iterable[LayerResult | None], results: dict[str, LayerResult]) -> None:
+def _collect(
+    outcomes: Iterable[object],
+    results: dict[str, LayerResult],
+    found: dict[int, dict[str, Node]],
+) -> None:
     for res in outcomes:
-        if res is not None:
+        if isinstance(res, LayerResult):
             results[res.layer_id] = res
+        elif isinstance(res, _BaseFound):
+            found[res.index] = res.nodes
+
+
+@dataclass(frozen=True)
+class _BaseFound:
+    index: int
+    nodes: dict[str, Node]
+
+
+def _scanner(options: BuildOptions) -> BaseScanner:
+    root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    return BaseScanner(root if options.cache else None)
+
+
+def _base_layer(
+    index: int,
+    source: ImageSource,
+    desc: Descriptor,
+    ctx: _Context,
+    scanner: BaseScanner,
+    store: str,
+) -> _BaseFound | None:
+    """One base layer: scanned (or its scan taken from the cache) and placed in the output."""
+    if ctx.cancel.is_set():
+        return None
+    nodes = scanner.cached(desc, store)
+    needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
+    if nodes is not None and not needed:
+        return _BaseFound(index, nodes)
+    what = f"{source.reference}: base layer {desc.digest}"
+    with ctx.reporter.task(f"base layer {desc.digest[7:19]}") as progress:
+        checked = False
+        if nodes is None:
+            progress.start("reading", desc.size)
+            nodes = scanner.scan_blob(source, desc, store, progress)  # checks the digest
+            checked = True
+        if needed:
+            path = _link_blob(source, desc, ctx.staging)
+            if path is not None and not checked:
+                try:
+                    _check_blob(source, desc, what, progress)
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
+            if path is None:
+                path = _copy_verified(
+                    source.open_raw(desc), desc.digest, desc.size, what, ctx.staging, progress
+                )
+            ctx.dest.add_blob_file(path, desc.digest)
+    return _BaseFound(index, nodes)
 
 
 @dataclass(frozen=True)
@@ -600,33 +671,9 @@ def _copy_verified(
     return path
 
 
-def _copy_blob(
-    source: ImageSource,
-    desc: Descriptor,
-    dest: ImageDestination,
-    staging: Path,
-    reporter: Reporter,
-    cancel: threading.Event,
-) -> None:
-    if cancel.is_set():
-        return
-    what = f"{source.reference}: base layer {desc.digest}"
-    if dest.try_reuse(source, desc):
-        return
-    with reporter.task(f"base layer {desc.digest[7:19]}") as progress:
-        path = _link_verified(source, desc, what, staging, progress)
-        if path is None:
-            path = _copy_verified(
-                source.open_raw(desc), desc.digest, desc.size, what, staging, progress
-            )
-    dest.add_blob_file(path, desc.digest)
-
-
-def _link_verified(
-    source: ImageSource, desc: Descriptor, what: str, staging: Path, progress: Progress
-) -> Path | None:
-    """A base blob that is a whole local file on the output's filesystem is checked in place
-    and hard-linked into the output instead of copied (None when that is not possible)."""
+def _link_blob(source: ImageSource, desc: Descriptor, staging: Path) -> Path | None:
+    """A base blob that is a whole local file on the output's filesystem, hard-linked into the
+    staging area instead of copied (None when that is not possible)."""
     where = source.blob_path(desc)
     if where is None or where[1] != 0:
         return None
@@ -635,11 +682,6 @@ def _link_verified(
         os.link(where[0], target)
     except OSError:
         return None
-    try:
-        _check_blob(source, desc, what, progress)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
     return target
 
 
