@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,43 @@ class Images:
     store: Store
     base_layout: Path  # OCI layout, tag "1"
     web_layout: Path  # OCI layout, tag "1"
+    #: The cache key of each image built ("debian-min", "base", "web"): images built on top of
+    #: them (bench/updates.py) derive their keys from these.
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def build_image(
+    cache: Cache,
+    store: Store,
+    name: str,
+    containerfile: Path,
+    image: str,
+    key: str,
+    build_args: Sequence[str] = (),
+) -> None:
+    """``buildah bud --layers`` *containerfile* into *image* unless the stamp *name* says that
+    *key* built it already; a rebuild invalidates the image's OCI layout (stamp ``oci-NAME``)."""
+    if cache.fresh(name, key) and store.has_image(image):
+        return
+    log(f"buildah bud --layers {containerfile.name} {' '.join(build_args)} → {image}")
+    cmd = store.buildah_cmd("bud", "--network", "host", "--layers")
+    for arg in build_args:
+        cmd += ["--build-arg", arg]
+    run([*cmd, "-f", str(containerfile), "-t", image, str(CONTAINERFILES)])
+    cache.stamp(name, key)
+    cache.forget(f"oci-{name}")
+
+
+def export_layout(cache: Cache, store: Store, name: str, image: str, key: str) -> Path:
+    """*image* as the OCI layout ``oci/NAME`` (tag "1") of the cache, copied once per *key*."""
+    layout = cache.path / "oci" / name
+    if not (cache.fresh(f"oci-{name}", key) and (layout / "index.json").exists()):
+        log(f"skopeo copy {image} → oci:{layout}:1")
+        shutil.rmtree(layout, ignore_errors=True)
+        layout.parent.mkdir(parents=True, exist_ok=True)
+        run(["skopeo", "copy", "-q", store.ref(image), f"oci:{layout}:1"])
+        cache.stamp(f"oci-{name}", key)
+    return layout
 
 
 def setup_images(cache: Cache, mirror: str) -> Images:
@@ -241,37 +278,16 @@ def setup_images(cache: Cache, mirror: str) -> Images:
         for name in ("base", "web", "oci-base", "oci-web"):
             cache.forget(name)
 
+    keys = {"debian-min": debian_key}
     layouts = {}
     for name in ("base", "web"):
         containerfile = CONTAINERFILES / f"{name}.Containerfile"
         key = key_of(debian_key, containerfile.read_bytes())
         image = f"localhost/{name}:1"
-        if not (cache.fresh(name, key) and store.has_image(image)):
-            log(f"buildah bud --layers {containerfile.name} → {image}")
-            run(
-                store.buildah_cmd(
-                    "bud",
-                    "--network",
-                    "host",
-                    "--layers",
-                    "-f",
-                    str(containerfile),
-                    "-t",
-                    image,
-                    str(CONTAINERFILES),
-                )
-            )
-            cache.stamp(name, key)
-            cache.forget(f"oci-{name}")
-        layout = cache.path / "oci" / name
-        if not (cache.fresh(f"oci-{name}", key) and (layout / "index.json").exists()):
-            log(f"skopeo copy {image} → oci:{layout}:1")
-            shutil.rmtree(layout, ignore_errors=True)
-            layout.parent.mkdir(parents=True, exist_ok=True)
-            run(["skopeo", "copy", "-q", store.ref(image), f"oci:{layout}:1"])
-            cache.stamp(f"oci-{name}", key)
-        layouts[name] = layout
-    return Images(store, layouts["base"], layouts["web"])
+        build_image(cache, store, name, containerfile, image, key)
+        layouts[name] = export_layout(cache, store, name, image, key)
+        keys[name] = key
+    return Images(store, layouts["base"], layouts["web"], keys)
 
 
 # ------------------------------------------------------------------------------------------
@@ -348,40 +364,41 @@ def registry(workdir: Path) -> Iterator[str]:
 # Measurements
 
 
-def measure_recipe(images: Images, app: str, workdir: Path) -> dict[str, Any]:
-    store = images.store
+def build_recipe(
+    store: Store, app: str, workdir: Path, dest: str, base_image: str | None = None
+) -> tuple[Measured, list[str]]:
+    """Time ``buildah bud --no-cache`` of recipe.Containerfile pulling *app* (FROM *base_image*
+    instead of the Containerfile's ``localhost/base:1`` when given), copy the result to the
+    skopeo destination *dest* (compressed as buildah would push it) and remove it from the store.
+    """
     tag = "localhost/bench-recipe:latest"
     if store.has_image(tag):  # left by an interrupted run
         store.podman("rmi", "-f", tag)
     iidfile = workdir / "recipe.iid"
-    cmd = store.buildah_cmd(
-        "bud",
-        "--network",
-        "host",
-        "--no-cache",
-        "--iidfile",
-        str(iidfile),
-        "--build-arg",
-        f"APP={app}",
-        "-f",
-        str(CONTAINERFILES / "recipe.Containerfile"),
-        "-t",
-        tag,
-        str(CONTAINERFILES),
-    )
-    log("recipe: buildah bud --no-cache recipe.Containerfile (timed)")
+    cmd = store.buildah_cmd("bud", "--network", "host", "--no-cache", "--iidfile", str(iidfile))
+    if base_image:
+        cmd += ["--from", base_image]
+    cmd += ["--build-arg", f"APP={app}", "-f", str(CONTAINERFILES / "recipe.Containerfile")]
+    cmd += ["-t", tag, str(CONTAINERFILES)]
+    base = base_image or "localhost/base:1"
+    log(f"recipe: buildah bud --no-cache recipe.Containerfile, FROM {base}, APP={app} (timed)")
     m = run_measured(cmd)
     if m.returncode:
         raise BenchError(f"recipe build failed ({m.returncode}):\n{m.stderr[-4000:]}")
-    log(f"recipe: {m.seconds:.1f} s; measuring the bytes it adds (skopeo copy → OCI layout)")
-    out = workdir / "recipe-oci"
+    log(f"recipe: {m.seconds:.1f} s; skopeo copy → {dest}")
     try:
-        run(["skopeo", "copy", "-q", store.ref(tag), f"oci:{out}:1"])
+        run(["skopeo", "copy", "-q", store.ref(tag), dest])
     finally:
         try:
             store.podman("rmi", "-f", iidfile.read_text().strip())
         except (BenchError, OSError) as exc:
             log(f"warning: could not remove the recipe's image: {exc}")
+    return m, cmd
+
+
+def measure_recipe(images: Images, app: str, workdir: Path) -> dict[str, Any]:
+    out = workdir / "recipe-oci"
+    m, cmd = build_recipe(images.store, app, workdir, f"oci:{out}:1")
     base = read_manifest(images.base_layout)
     result = read_manifest(out)
     base_diff_ids = read_config(images.base_layout)["rootfs"]["diff_ids"]
