@@ -2,8 +2,8 @@
 
 bootc fetches an image's layers by digest and skips those it already has, so the update cost
 is the size of NEW's layers whose digests OLD does not have. Layers are grouped by what they
-hold: the base image, each embedded image (annotation ``io.bootc-embed.image``), and the store
-metadata layer.
+hold: the base image, each embedded image (annotation ``io.bootc-embed.image``), the store
+metadata layer and the configuration layer (storage.conf, Quadlet files).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ._transports import TransportOptions, open_source, resolve
 
 BASE = "base"
 METADATA = "metadata"
+CONFIG = "configuration"
 
 
 @dataclass
@@ -75,6 +76,8 @@ def _group_of(desc: Descriptor) -> str:
     kind = desc.annotations.get(A_LAYER)
     if kind == "metadata":
         return METADATA
+    if kind == "config":
+        return CONFIG
     if kind == "app":
         return desc.annotations.get(A_IMAGE) or "embedded images"
     return BASE
@@ -110,5 +113,5 @@ def diff_images(
     for d in old_layers:
         if d.digest not in new_digests:
             group(_group_of(d)).removed.append(d)
-    order = [BASE, *(n for n in groups if n not in (BASE, METADATA)), METADATA]
+    order = [BASE, *(n for n in groups if n not in (BASE, METADATA, CONFIG)), METADATA, CONFIG]
     return DiffResult(old, new, [groups[n] for n in order if n in groups])
