@@ -580,17 +580,7 @@ class _Writer:
         name = f"{self.diff}/{d}/"
         if e is None:
             return tar_header(name, DIR, mode=0o755, xattrs=overlay or None)
-        xattrs = dict(sorted({**_app_xattrs(e), **overlay}.items()))
-        return tar_header(
-            name,
-            DIR,
-            mode=e.mode & 0o7777,
-            uid=e.uid,
-            gid=e.gid,
-            mtime=_mtime(e),
-            xattrs=xattrs or None,
-            pax_mtime=_pax_mtime(e),
-        )
+        return _entry_header(name, DIR, e, dict(sorted({**_app_xattrs(e), **overlay}.items())))
 
     def _rewrite_dir(self, d: str) -> None:
         """Rewrite ``d``'s header with what is known now, or give up on this pass."""
