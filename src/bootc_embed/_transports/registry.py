@@ -228,7 +228,7 @@ class RegistryClient:
         self._base: str | None = None
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # base_url (held while pinging) → _set_challenge
         self._token_lock = threading.Lock()
         self.counts: dict[str, int] = {}
 
@@ -287,7 +287,7 @@ class RegistryClient:
             try:
                 resp = self._http.get(url)
             except (httpx.ConnectTimeout, httpx.ReadError, httpx.RemoteProtocolError) as e:
-                if attempt == MAX_ATTEMPTS - 1 or isinstance(e, httpx.ConnectError):
+                if attempt == MAX_ATTEMPTS - 1 or _is_tls_error(e):
                     raise
                 time.sleep(_backoff(attempt))
                 continue
@@ -382,7 +382,9 @@ class RegistryClient:
                         form["service"] = service
                     resp = self._http.post(realm, data=form)
                 else:
-                    params = [("service", service)] if service else []
+                    params: list[tuple[str, str | int | float | bool | None]] = (
+                        [("service", service)] if service else []
+                    )
                     params += [("scope", s) for s in scopes]
                     if creds is not None:
                         params.append(("account", creds.username))
@@ -466,7 +468,7 @@ class RegistryClient:
                     f"(stalled {method} request; BOOTC_EMBED_REGISTRY_TIMEOUT sets the limit)"
                 ) from None
             except httpx.TransportError as e:
-                if replayable and attempt < MAX_ATTEMPTS - 1:
+                if replayable and attempt < MAX_ATTEMPTS - 1 and not _is_tls_error(e):
                     time.sleep(_backoff(attempt))
                     attempt += 1
                     continue
@@ -499,7 +501,9 @@ class RegistryClient:
         creds = self.lookup.credentials
         return not sent_basic and creds is not None and not creds.identity_token
 
-    def error(self, resp: httpx.Response, what: str, missing: str | None = None) -> Exception:
+    def error(
+        self, resp: httpx.Response, what: str, missing: str | None = None, hint: str = ""
+    ) -> Exception:
         """The error for an unexpected answer: auth (with the credentials tried), not found
         (naming the repository, tag or blob), or the registry's own message."""
         code, message = _errors(resp)
@@ -515,11 +519,23 @@ class RegistryClient:
             if code == "NAME_UNKNOWN":
                 return ImageReferenceError(f"{what}: repository {self.name} does not exist")
             if missing:
-                return ImageReferenceError(f"{what}: {missing} not found in {self.name}")
+                return ImageReferenceError(f"{what}: {missing} not found in {self.name}{hint}")
             return ImageReferenceError(f"{what}: not found in {self.name}{detail}")
         return ImageReferenceError(
             f"{what}: {self.host} answered HTTP {status} {resp.reason_phrase}{detail}"
         )
+
+
+def _is_tls_error(e: BaseException) -> bool:
+    """A TLS failure (certificate, handshake): trying again does not help."""
+    seen: BaseException | None = e
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _why(e: BaseException) -> str:
@@ -666,7 +682,8 @@ class RegistrySource:
         try:
             if resp.status_code != 200:
                 missing = f"manifest {ref}" if ref.startswith("sha256:") else f"tag {ref!r}"
-                raise c.error(resp, what, missing)
+                hint = self._tags_hint(what) if resp.status_code == 404 else ""
+                raise c.error(resp, what, missing, hint)
             length = resp.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > MAX_METADATA_BYTES:
                 raise ImageReferenceError(f"{what}: the manifest is too large ({length} bytes)")
@@ -684,6 +701,26 @@ class RegistrySource:
             return bytes(raw), media_type
         finally:
             resp.close()
+
+    def _tags_hint(self, what: str) -> str:
+        """After a 404: raise when the repository does not exist; else list some tags."""
+        c = self.client
+        try:
+            resp = c.request(
+                "GET", f"/v2/{c.repository}/tags/list?n=20", scopes=c.scopes(), what=what
+            )
+        except ImageReferenceError:
+            return ""
+        if resp.status_code == 404 and _errors(resp)[0] == "NAME_UNKNOWN":
+            raise ImageReferenceError(f"{what}: repository {c.name} does not exist")
+        if resp.status_code != 200:
+            return ""
+        try:
+            tags = resp.json().get("tags") or []
+        except (ValueError, AttributeError):
+            return ""
+        shown = ", ".join(str(t) for t in tags[:20]) or "none"
+        return f" (tags: {shown}{', ...' if len(tags) > 20 else ''})"
 
     def top_descriptor(self) -> Descriptor:
         if self._top is not None:
