@@ -456,10 +456,14 @@ class FakeBlob:
 
 
 class FakeRegistry:
-    """Serves ``/v2/`` and ``/v2/REPO/blobs/DIGEST`` of the blobs given, with faults."""
+    """Serves ``/v2/``, ``/v2/REPO/manifests/REF`` (``manifests``: REF → (bytes, media type))
+    and ``/v2/REPO/blobs/DIGEST`` of the blobs given, with faults."""
 
-    def __init__(self, blobs: dict[str, FakeBlob]) -> None:
+    def __init__(
+        self, blobs: dict[str, FakeBlob], manifests: dict[str, tuple[bytes, str]] | None = None
+    ) -> None:
         self.blobs = blobs
+        self.manifests = manifests or {}
         self.port = free_port()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._stop = threading.Event()
@@ -475,6 +479,14 @@ class FakeRegistry:
             h.end_headers()
             return
         digest = h.path.rsplit("/", 1)[-1]
+        if "/manifests/" in h.path and digest in self.manifests:
+            body, media_type = self.manifests[digest]
+            h.send_response(200)
+            h.send_header("Content-Type", media_type)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+            return
         blob = self.blobs.get(digest)
         if blob is None:
             h.send_response(404)

@@ -13,8 +13,10 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from registry_support import (
     run,
     sha256,
     skopeo_push,
+    wait_for,
 )
 
 from bootc_embed import UsageError
@@ -680,8 +683,6 @@ def test_an_expired_token_is_replaced(tmp_path: Path, samples: SampleImages) -> 
         src = open_source(ref, TransportOptions(creds=f"{USER}:{PASSWORD}"))
         try:
             src.top_descriptor()
-            import time
-
             time.sleep(1.1)
             resolve(src, None)
         finally:
@@ -742,6 +743,62 @@ def test_a_stalled_download_times_out_with_a_message(monkeypatch: pytest.MonkeyP
         src.close()
     finally:
         reg.stop()
+
+
+def test_ctrl_c_during_a_push_leaves_no_tag_and_no_temporary_files(
+    plain: Registry, samples: SampleImages, tmp_path: Path, home: Path
+) -> None:
+    # app1 served by a fake registry whose last layer stalls; the base comes from the real one
+    layout = Path(samples.app1.split(":")[1])
+    desc = json.loads((layout / "index.json").read_text())["manifests"][0]
+    manifest_raw = (layout / "blobs/sha256" / desc["digest"][7:]).read_bytes()
+    manifest = json.loads(manifest_raw)
+    blobs = {
+        d["digest"]: FakeBlob((layout / "blobs/sha256" / d["digest"][7:]).read_bytes())
+        for d in [manifest["config"], *manifest["layers"]]
+    }
+    stalled = blobs[manifest["layers"][-1]["digest"]]
+    stalled.stall_after = 10
+    fake = FakeRegistry(blobs, {"1": (manifest_raw, desc["mediaType"])}).start()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    e = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG")}
+    e.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(home / "run"),
+        TMPDIR=str(tmp),
+        BOOTC_EMBED_REGISTRY_TIMEOUT="2",
+    )
+    argv = [
+        str(BOOTC_EMBED),
+        "build",
+        "--base",
+        f"docker://{plain.host}/demo/base:latest",
+        "--image",
+        f"localhost/app1:1=docker://{fake.host}/x/y:1",
+        "--no-cache",
+        "--output",
+        f"docker://{plain.host}/demo/interrupted:1",
+    ]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=e,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert wait_for(lambda: bool(stalled.gets), 30), "the build never reached the blob"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        fake.stop()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not plain.has_tag("demo/interrupted", "1")
+    assert list(tmp.iterdir()) == []
 
 
 def test_plain_http_is_refused_for_a_registry_that_is_not_local() -> None:
