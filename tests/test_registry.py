@@ -40,10 +40,16 @@ from bootc_embed import UsageError
 from bootc_embed._demo import SampleImages, host_architecture, write_sample_images
 from bootc_embed._model import Descriptor
 from bootc_embed._reference import Reference, parse_reference, split_image_arg
-from bootc_embed._transports import TransportOptions, open_blob, open_source, resolve
+from bootc_embed._transports import (
+    TransportOptions,
+    open_blob,
+    open_destination,
+    open_source,
+    resolve,
+)
 from bootc_embed._transports._auth import find_credentials
 from bootc_embed._transports.registry import RegistrySource, is_local, parse_challenges
-from bootc_embed.errors import ImageReferenceError
+from bootc_embed.errors import DigestMismatchError, ImageReferenceError
 
 USER, PASSWORD = "alice", "s3cret-pw"
 
@@ -189,8 +195,6 @@ def test_docker_archive_and_containers_storage_references() -> None:
     name, ref = split_image_arg("quay.io/x/y:1=docker://127.0.0.1:5000/y:2")
     assert str(name) == "quay.io/x/y:1" and ref.path == "127.0.0.1:5000/y"
     with pytest.raises(UsageError, match="docker-archive: is an input only"):
-        from bootc_embed._transports import open_destination
-
         open_destination(parse_reference("docker-archive:/x.tar"))
 
 
@@ -799,6 +803,32 @@ def test_ctrl_c_during_a_push_leaves_no_tag_and_no_temporary_files(
     assert "interrupted" in err and "Traceback" not in err
     assert not plain.has_tag("demo/interrupted", "1")
     assert list(tmp.iterdir()) == []
+
+
+def test_a_base_blob_streams_into_the_upload_and_a_bad_one_is_named(plain: Registry) -> None:
+    good = os.urandom(3 << 20)
+    bad = os.urandom(1 << 20)
+    bad_digest = sha256(b"something else" + bad[14:])
+    fake = FakeRegistry({sha256(good): FakeBlob(good), bad_digest: FakeBlob(bad)}).start()
+    try:
+        src = _fake_source(fake)
+        dest = open_destination(
+            parse_reference(f"docker://{plain.host}/demo/streamed:1"), TransportOptions()
+        )
+        try:
+            plain.mark()
+            layer = "application/vnd.oci.image.layer.v1.tar+gzip"
+            assert dest.try_reuse(src, Descriptor(layer, sha256(good), len(good)))
+            assert [(m, s) for m, p, s in plain.requests() if m == "PUT"] == [("PUT", 201)]
+            assert plain.blob_file(sha256(good)).read_bytes() == good
+            with pytest.raises(DigestMismatchError, match=bad_digest):
+                dest.try_reuse(src, Descriptor(layer, bad_digest, len(bad)))
+            assert not plain.blob_file(bad_digest).exists()
+        finally:
+            dest.abort()
+            src.close()
+    finally:
+        fake.stop()
 
 
 def test_plain_http_is_refused_for_a_registry_that_is_not_local() -> None:

@@ -20,6 +20,7 @@ HTTP only when TLS verification is off or the registry is on this machine (local
 from __future__ import annotations
 
 import base64
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -39,7 +40,7 @@ from typing import BinaryIO
 import httpx
 
 from .. import __version__
-from .._digest import Reader, check_algorithm, sha256_digest
+from .._digest import Reader, VerifyingReader, check_algorithm, sha256_digest
 from .._model import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -53,7 +54,7 @@ from .._model import (
 )
 from .._reference import Reference
 from ..errors import DigestMismatchError, ImageReferenceError, UsageError
-from . import MAX_METADATA_BYTES, ImageSource, TransportOptions
+from . import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
 from ._auth import Lookup, find_credentials
 
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
@@ -445,6 +446,7 @@ class RegistryClient:
         content: bytes | Callable[[], Iterator[bytes]] | None = None,
         stream: bool = False,
         replayable: bool = True,
+        reauthorize: bool = True,
     ) -> httpx.Response:
         """Send with auth. A 401 gets one new token (or the first basic credentials) and the
         request again; 429/5xx and broken connections are retried with backoff when
@@ -475,7 +477,12 @@ class RegistryClient:
                 raise ImageReferenceError(
                     f"{what}: connection to {self.host} failed: {_why(e)}"
                 ) from None
-            if resp.status_code == 401 and not reauthorized and self._reauthorize(resp, scopes):
+            if (
+                resp.status_code == 401
+                and reauthorize
+                and not reauthorized
+                and self._reauthorize(resp, scopes)
+            ):
                 reauthorized = True
                 resp.close()
                 continue
@@ -561,7 +568,8 @@ class _BlobReader(Reader):
         self._desc = desc
         self._what = what
         self._pos = 0  # bytes received so far
-        self._buf = bytearray()
+        self._parts: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._eof = False
@@ -597,7 +605,8 @@ class _BlobReader(Reader):
                 if chunk is None:
                     break
                 if len(chunk) > skip:
-                    self._buf += chunk[skip:]
+                    self._parts.append(chunk[skip:])
+                    self._buffered += len(chunk) - skip
                 skip -= min(skip, len(chunk))
             return
         else:
@@ -615,7 +624,7 @@ class _BlobReader(Reader):
             return None
 
     def _fill(self, want: int) -> None:
-        while not self._eof and len(self._buf) < want:
+        while not self._eof and self._buffered < want:
             try:
                 chunk = self._next_chunk()
             except httpx.TimeoutException:
@@ -641,15 +650,28 @@ class _BlobReader(Reader):
                 self._eof = True
                 break
             self._pos += len(chunk)
-            self._buf += chunk
+            self._parts.append(chunk)
+            self._buffered += len(chunk)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            n = max(self._desc.size - self._pos, 0) + len(self._buf) + 1
+            n = max(self._desc.size - self._pos, 0) + self._buffered + 1
         self._fill(n)
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
+        out: list[bytes] = []
+        have = 0
+        parts = self._parts
+        while parts and have < n:
+            part = parts.popleft()
+            if have + len(part) > n:
+                k = n - have
+                out.append(part[:k])
+                parts.appendleft(part[k:])
+                have = n
+            else:
+                out.append(part)
+                have += len(part)
+        self._buffered -= have
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:
         if self._resp is not None:
@@ -847,8 +869,17 @@ class RegistryDestination:
         return digest
 
     def try_reuse(self, source: ImageSource, desc: Descriptor) -> bool:
+        """Held already, mounted from another repository of this registry, or else streamed
+        from the source into an upload without a staged copy: always True (errors raise)."""
         if self.has_blob(desc.digest):
             return True
+        if self._cancel.is_set():
+            raise _Cancelled()
+        if not self._mount(source, desc):
+            self._stream(source, desc)
+        return True
+
+    def _mount(self, source: ImageSource, desc: Descriptor) -> bool:
         if not isinstance(source, RegistrySource):
             return False
         src = source.client
@@ -882,6 +913,19 @@ class RegistryDestination:
             return False  # no right to read the other repository: copy instead
         raise c.error(resp, f"{self._what}: mounting blob {desc.digest} from {src.name}")
 
+    def _stream(self, source: ImageSource, desc: Descriptor) -> None:
+        """Copy a source's blob straight into an upload, checked against its digest on the way
+        (no staged file: the download and the upload overlap)."""
+        what = f"{source.reference}: base layer {desc.digest}"
+
+        def opener() -> BinaryIO:
+            return open_blob(source, desc, what)  # type: ignore[return-value]
+
+        self._upload_retrying(opener, desc.digest, desc.size, what, seekable=False)
+        with self._lock:
+            self._known[desc.digest] = True
+            self.uploaded.append(desc.digest)
+
     def _upload_task(self, path: Path, digest: str) -> None:
         try:
             if self._cancel.is_set():
@@ -902,10 +946,27 @@ class RegistryDestination:
     def _upload(self, path: Path, digest: str) -> None:
         size = path.stat().st_size
         what = f"{self._what}: uploading blob {digest}"
+
+        def opener() -> BinaryIO:
+            return path.open("rb")
+
+        self._upload_retrying(opener, digest, size, what, seekable=True)
+
+    def _upload_retrying(
+        self,
+        opener: Callable[[], BinaryIO],
+        digest: str,
+        size: int,
+        what: str,
+        seekable: bool,
+    ) -> None:
+        """Upload, starting over (a new upload session, the bytes read again) when the
+        connection breaks or the registry answers 5xx."""
         last: Exception | None = None
         for attempt in range(3):
             try:
-                self._upload_once(path, digest, size, what)
+                with contextlib.closing(opener()) as f:
+                    self._upload_once(f, digest, size, what, seekable)
                 return
             except _Retry as e:
                 last = e.error
@@ -913,7 +974,7 @@ class RegistryDestination:
         assert last is not None
         raise last
 
-    def _upload_once(self, path: Path, digest: str, size: int, what: str) -> None:
+    def _upload_once(self, f: BinaryIO, digest: str, size: int, what: str, seekable: bool) -> None:
         c = self.client
         scopes = c.scopes(push=True)
         resp = c.request(
@@ -927,31 +988,35 @@ class RegistryDestination:
             raise c.error(resp, what)
         location = _location(resp, what)
         offset = 0
-        with open(path, "rb") as f:
-            while offset < size:
-                n = min(UPLOAD_CHUNK, size - offset)
-                try:
-                    resp = c.request(
-                        "PATCH",
-                        location,
-                        scopes=scopes,
-                        what=what,
-                        headers={
-                            "Content-Type": "application/octet-stream",
-                            "Content-Length": str(n),
-                            "Content-Range": f"{offset}-{offset + n - 1}",
-                        },
-                        content=functools.partial(self._chunk, f, offset, n),
-                        replayable=False,
-                    )
-                except ImageReferenceError as e:
-                    raise _Retry(e) from None
-                if resp.status_code in RETRY_STATUS:
-                    raise _Retry(c.error(resp, what))
-                if resp.status_code != 202:
-                    raise c.error(resp, what)
-                location = _location(resp, what)
-                offset += n
+        while offset < size:
+            n = min(UPLOAD_CHUNK, size - offset)
+            try:
+                resp = c.request(
+                    "PATCH",
+                    location,
+                    scopes=scopes,
+                    what=what,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(n),
+                        "Content-Range": f"{offset}-{offset + n - 1}",
+                    },
+                    content=functools.partial(self._chunk, f, offset if seekable else None, n),
+                    replayable=False,
+                    reauthorize=seekable,  # a stream cannot be sent twice
+                )
+            except ImageReferenceError as e:
+                raise _Retry(e) from None
+            if resp.status_code in RETRY_STATUS or resp.status_code == 401:
+                if resp.status_code == 401:
+                    c._drop_token(scopes)
+                raise _Retry(c.error(resp, what))
+            if resp.status_code != 202:
+                raise c.error(resp, what)
+            location = _location(resp, what)
+            offset += n
+        if isinstance(f, VerifyingReader):
+            f.verify()  # our own message naming the blob, before the registry's
         sep = "&" if "?" in location else "?"
         resp = c.request(
             "PUT",
@@ -970,15 +1035,18 @@ class RegistryDestination:
         if got and got != digest:
             raise DigestMismatchError(f"{what}: the registry stored it as {got}")
 
-    def _chunk(self, f: BinaryIO, offset: int, n: int) -> Iterator[bytes]:
-        f.seek(offset)
+    def _chunk(self, f: BinaryIO, offset: int | None, n: int) -> Iterator[bytes]:
+        if offset is not None:
+            f.seek(offset)
         left = n
         while left:
             if self._cancel.is_set():
                 raise _Cancelled()
             data = f.read(min(_IO_CHUNK, left))
             if not data:
-                raise ImageReferenceError(f"{self._what}: staged blob file shrank during upload")
+                raise DigestMismatchError(
+                    f"{self._what}: blob ended {left} bytes before its descriptor's size"
+                )
             left -= len(data)
             yield data
 
