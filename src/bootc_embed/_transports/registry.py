@@ -259,6 +259,12 @@ class RegistryClient:
         try:
             resp = self._get_with_retries(f"https://{api}/v2/")
         except httpx.TransportError as https_error:
+            if _is_tls_error(https_error) and "WRONG_VERSION_NUMBER" not in str(https_error):
+                # it speaks TLS, with a certificate we do not accept: plain HTTP will not help
+                raise ImageReferenceError(
+                    f"{self.host}: TLS with the registry failed: {_why(https_error)}; give its "
+                    f"CA (or a client certificate) with --cert-dir, or --tls-verify=false"
+                ) from None
             if isinstance(https_error, httpx.TimeoutException) or not insecure_ok:
                 hint = (
                     ""
