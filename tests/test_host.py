@@ -14,7 +14,7 @@ import pytest
 from support.containers import run, unpack_layers
 from unit_support.oci import Layout, info, tar_of, write_layout
 
-from bootc_embed import BuildOptions, ImageFormatError, UsageError, build
+from bootc_embed import BuildOptions, DigestMismatchError, ImageFormatError, UsageError, build
 from bootc_embed._demo import SampleImages, write_sample_images
 from bootc_embed._tarsplit import _compress
 
@@ -272,3 +272,67 @@ def test_a_quadlet_file_is_installed_and_its_pull_policy_warned_about(
     files = _layer_files(out, out.manifest["layers"][-1])
     assert files["usr/share/containers/systemd/web.container"] == unit.read_bytes()
     assert result.quadlets == ["web.container"]
+
+
+def test_a_layer_the_base_shares_with_an_app_is_scanned_by_the_apps_transform(
+    tmp_path: Path,
+) -> None:
+    # an app built FROM the same distribution as the base: its bottom layer is the base's blob,
+    # read once for both. The base's findings (here its storage.conf) must be the same whether
+    # they come from that shared pass, from the scan cache, or from a scan of its own (when the
+    # app layer is reused from the cache and the scan is not).
+    conf = b'[storage]\ndriver = "overlay"\nrunroot = "/run/shared-test"\n'
+    shared = tar_of(
+        [
+            (info("etc/", tarfile.DIRTYPE), b""),
+            (info("etc/containers/", tarfile.DIRTYPE), b""),
+            (info("etc/containers/storage.conf"), conf),
+            (info("usr/", tarfile.DIRTYPE), b""),
+            (info("usr/bin/", tarfile.DIRTYPE), b""),
+            (info("usr/bin/tool"), b"tool" * 1000),
+        ]
+    )
+    base = write_layout(tmp_path / "base", [shared], architecture=_arch())
+    top = tar_of([(info("app/", tarfile.DIRTYPE), b""), (info("app/run"), b"#!/bin/sh\n")])
+    app_layout = tmp_path / "app"
+    app = "localhost/shared:1=" + write_layout(app_layout, [shared, top], architecture=_arch())
+    cache = tmp_path / "cache"
+
+    def run_build(name: str, **kw: Any) -> tuple[Layout, list[str | None]]:
+        result = build(
+            BuildOptions(base=base, images=[app], output=f"oci:{tmp_path / name}:1", **kw)
+        )
+        return Layout(tmp_path / name, "1"), [la.reused_from for la in result.images[0].layers]
+
+    shared_pass, reused = run_build("a", cache_dir=str(cache))
+    assert reused == [None, None]
+    files = _layer_files(shared_pass, shared_pass.manifest["layers"][-1])
+    after = tomllib.loads(files["etc/containers/storage.conf"].decode())
+    assert after["storage"]["runroot"] == "/run/shared-test"  # the base's file, not defaults
+    assert after["storage"]["options"]["additionalimagestores"] == [STORE]
+    base_digest = Layout(tmp_path / "base", "1").manifest["layers"][0]["digest"]
+    assert shared_pass.manifest["layers"][0]["digest"] == base_digest
+    assert shared_pass.blob_path(base_digest).read_bytes() == (
+        Layout(tmp_path / "base", "1").blob(base_digest)
+    )
+    scans = list((cache / "base-scan").iterdir())
+    assert len(scans) == 1  # remembered under the base layer's digest
+
+    from_cache, reused = run_build("b", cache_dir=str(cache))
+    assert reused == ["cache", "cache"]
+    scans[0].unlink()
+    scanned_alone, reused = run_build("c", cache_dir=str(cache))
+    assert reused == ["cache", "cache"]
+    no_cache, reused = run_build("d", cache=False)
+    assert reused == [None, None]
+    digests = {o.descriptor["digest"] for o in (shared_pass, from_cache, scanned_alone, no_cache)}
+    assert len(digests) == 1
+
+    # the app's copy of the shared blob is the one read: damage there is named as the app's
+    blob = Layout(app_layout, "1").blob_path(base_digest)
+    data = bytearray(blob.read_bytes())
+    data[40] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(DigestMismatchError, match="localhost/shared:1"):
+        run_build("e", cache=False)
+    assert not (tmp_path / "e").exists()

@@ -24,7 +24,7 @@ from typing import Any
 from . import _compress
 from ._digest import Prefixed, Reader
 from ._model import Descriptor
-from ._tar import DIR, LINK, REG, SYMLINK, TarFormatError, TarReader
+from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
 from ._transform import Progress
 from ._transports import ImageSource, open_blob
 from .errors import CompressionError, ImageFormatError
@@ -117,30 +117,38 @@ def _wants_data(path: str, store: str) -> bool:
     return False
 
 
-def scan_layer(stream: Any, store: str) -> dict[str, Node]:
-    """The interesting paths one layer sets or deletes."""
-    found: dict[str, Node] = {}
-    reader = TarReader(stream)
-    for e in reader:
+class LayerScan:
+    """Collects the interesting paths one layer sets or deletes, entry by entry, from a
+    :class:`TarReader` that may be serving another consumer too (an app layer's transform,
+    when the base and an app share a layer)."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store.strip("/")
+        self.found: dict[str, Node] = {}
+        self._data: list[tuple[Node, list[bytes]]] = []
+
+    def observe(self, e: TarEntry, reader: TarReader) -> None:
+        """Take note of entry ``e``, just yielded by ``reader``."""
         try:
             name = e.name.decode("utf-8")
         except UnicodeDecodeError:
-            continue
+            return
         path = posixpath.normpath("/" + name).lstrip("/")
         if not path:
-            continue
+            return
+        store, found = self.store, self.found
         parent, _, base = path.rpartition("/")
         if base == ".wh..wh..opq":
             if _covers(parent, store):
                 found.setdefault(parent, Node("dir")).opaque = True
-            continue
+            return
         if base.startswith(".wh."):
             victim = f"{parent}/{base[4:]}" if parent else base[4:]
             if _covers(victim, store):
                 found[victim] = Node("deleted")
-            continue
+            return
         if not _interesting(path, store):
-            continue
+            return
         kind = {DIR: "dir", SYMLINK: "symlink", LINK: "link"}.get(e.typeflag, "other")
         if e.typeflag in (REG, b"7"):
             kind = "file"
@@ -149,12 +157,27 @@ def scan_layer(stream: Any, store: str) -> dict[str, Node]:
             node.target = e.linkname.decode("utf-8", "replace")
         if kind == "file" and _wants_data(path, store) and e.data_size <= _MAX_SMALL:
             chunks: list[bytes] = []
-            reader.read_content(lambda piece, c=chunks: c.append(bytes(piece)))
-            node.data = b"".join(chunks)
+            self._data.append((node, chunks))
+            reader.tap = lambda piece: chunks.append(bytes(piece))
         if kind == "dir" and path in found and found[path].opaque:
             node.opaque = True
         found[path] = node
-    return found
+
+    def finish(self) -> dict[str, Node]:
+        """The findings, once the whole layer has been read."""
+        for node, chunks in self._data:
+            node.data = b"".join(chunks)
+        self._data.clear()
+        return self.found
+
+
+def scan_layer(stream: Any, store: str) -> dict[str, Node]:
+    """The interesting paths one layer sets or deletes."""
+    scan = LayerScan(store)
+    reader = TarReader(stream)
+    for e in reader:
+        scan.observe(e, reader)
+    return scan.finish()
 
 
 @dataclass
@@ -270,6 +293,11 @@ class BaseScanner:
                 raw.verify()  # a damaged blob is reported as such
                 raise ImageFormatError(f"{what}: cannot be read: {e}") from None
             raw.verify()
+        self.remember(desc, store, found)
+        return found
+
+    def remember(self, desc: Descriptor, store: str, found: dict[str, Node]) -> None:
+        """Cache a layer's findings (best effort: a cache that cannot be written is skipped)."""
         path = self._path(desc, store)
         if path is not None:
             try:
@@ -280,7 +308,6 @@ class BaseScanner:
                 os.replace(tmp, path)
             except OSError:
                 pass
-        return found
 
 
 class _Advancing(Reader):

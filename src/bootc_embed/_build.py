@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _compress, _storage
-from ._basescan import QUADLET_DIRS, BaseScanner, BaseView, Node
+from ._basescan import QUADLET_DIRS, BaseScanner, BaseView, LayerScan, Node
 from ._basescan import merge as merge_views
 from ._bound import Quadlet, bound_images, check_quadlet_name, parse_quadlet
 from ._digest import VerifyingReader, sha256_digest
@@ -45,6 +45,7 @@ from ._transform import (
     WHITEOUT_FORMS,
     LayerJob,
     LayerResult,
+    Observer,
     Progress,
     check_layer_descriptor,
     transform_layer,
@@ -398,12 +399,29 @@ def _run(
         # Each base layer is read once: checked against its digest, scanned for what the
         # build must respect (storage.conf, a store already there), linked or copied into
         # the output. Scans are cached by layer digest. This runs beside the app layers.
+        # A base layer that is also an app's input layer (an app built FROM the same
+        # distribution) is inflated once: the app layer's transform scans it on the way.
         scanner = _scanner(options)
+        sharing: dict[str, tuple[int, Descriptor]] = {}
+        if view is None:
+            app_digests = {job.descriptor.digest for job in jobs}
+            for i, desc in enumerate(base.manifest.layers):
+                if desc.digest in app_digests and scanner.cached(desc, store) is None:
+                    sharing.setdefault(desc.digest, (i, desc))
         tasks: list[Callable[[], object]] = [
             functools.partial(_base_layer, i, base_src, desc, ctx, scanner, store)
             for i, desc in enumerate(base.manifest.layers)
+            if sharing.get(desc.digest, (None,))[0] != i
         ]
-        tasks += [functools.partial(_produce, job, ctx) for job in jobs]
+        for job in jobs:
+            shared = sharing.pop(job.descriptor.digest, None)
+            if shared is None:
+                tasks.append(functools.partial(_produce, job, ctx))
+            else:
+                i, desc = shared
+                tasks.append(
+                    functools.partial(_shared_layer, job, i, base_src, desc, ctx, scanner, store)
+                )
         found: dict[int, dict[str, Node]] = {}
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         workers = min(options.jobs or cores, max(len(tasks), 1))
@@ -476,11 +494,12 @@ def _collect(
     results: dict[str, LayerResult],
     found: dict[int, dict[str, Node]],
 ) -> None:
-    for res in outcomes:
-        if isinstance(res, LayerResult):
-            results[res.layer_id] = res
-        elif isinstance(res, _BaseFound):
-            found[res.index] = res.nodes
+    for outcome in outcomes:
+        for res in outcome if isinstance(outcome, tuple) else (outcome,):
+            if isinstance(res, LayerResult):
+                results[res.layer_id] = res
+            elif isinstance(res, _BaseFound):
+                found[res.index] = res.nodes
 
 
 @dataclass(frozen=True)
@@ -494,6 +513,45 @@ def _scanner(options: BuildOptions) -> BaseScanner:
     return BaseScanner(root if options.cache else None)
 
 
+def _shared_layer(
+    job: LayerJob,
+    index: int,
+    source: ImageSource,
+    desc: Descriptor,
+    ctx: _Context,
+    scanner: BaseScanner,
+    store: str,
+) -> tuple[LayerResult | None, _BaseFound | None]:
+    """An app layer that is also base layer ``index`` (same blob digest): the app layer's
+    transform scans it for the base, and the app's copy of the blob, which this build checks
+    against its digest either way, is what the output gets. (If the app layer is reused
+    instead of made, the base layer is scanned on its own.)"""
+    if ctx.cancel.is_set():
+        return None, None
+    needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
+    linked = _link_blob(job.source, desc, ctx.staging) if needed else None
+    scan = LayerScan(store)
+    try:
+        made = _produce(job, ctx, scan.observe)
+        nodes = None
+        if made is not None and made.observed:
+            nodes = scan.finish()
+            scanner.remember(desc, store, nodes)
+        if linked is None:
+            return made, _base_layer(index, source, desc, ctx, scanner, store, nodes, needed)
+        if made is None:
+            linked.unlink(missing_ok=True)
+            return None, None
+        if nodes is None:
+            nodes = scanner.cached(desc, store) or scanner.scan_blob(job.source, desc, store)
+    except BaseException:
+        if linked is not None:
+            linked.unlink(missing_ok=True)
+        raise
+    ctx.dest.add_blob_file(linked, desc.digest)
+    return made, _BaseFound(index, nodes)
+
+
 def _base_layer(
     index: int,
     source: ImageSource,
@@ -501,12 +559,17 @@ def _base_layer(
     ctx: _Context,
     scanner: BaseScanner,
     store: str,
+    nodes: dict[str, Node] | None = None,
+    needed: bool | None = None,
 ) -> _BaseFound | None:
-    """One base layer: scanned (or its scan taken from the cache) and placed in the output."""
+    """One base layer: scanned (or its scan taken from the cache or given) and placed in the
+    output (``needed``: the output lacks it, when already known)."""
     if ctx.cancel.is_set():
         return None
-    nodes = scanner.cached(desc, store)
-    needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
+    if nodes is None:
+        nodes = scanner.cached(desc, store)
+    if needed is None:
+        needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
     if nodes is not None and not needed:
         return _BaseFound(index, nodes)
     what = f"{source.reference}: base layer {desc.digest}"
@@ -547,8 +610,9 @@ def _key(job: LayerJob) -> ReuseKey:
     return ReuseKey(job.layer_id, job.diff_id, job.store, job.whiteouts, FORMAT_VERSION)
 
 
-def _produce(job: LayerJob, ctx: _Context) -> LayerResult | None:
-    """One app layer's output: reused from the previous image or the cache, else made."""
+def _produce(job: LayerJob, ctx: _Context, observe: Observer | None = None) -> LayerResult | None:
+    """One app layer's output: reused from the previous image or the cache, else made (with
+    ``observe`` seeing its input entries)."""
     if ctx.cancel.is_set():
         return None
     label = f"{job.image} layer {job.index}/{job.count}"
@@ -563,7 +627,7 @@ def _produce(job: LayerJob, ctx: _Context) -> LayerResult | None:
         except DigestMismatchError:
             ctx.cache.drop(key, job.compression, job.level)  # corrupt entry: rebuild it
     with ctx.reporter.task(label) as progress:
-        made = transform_layer(job, ctx.staging, ctx.tmpdir, progress)
+        made = transform_layer(job, ctx.staging, ctx.tmpdir, progress, observe)
     if ctx.previous is not None and (same := ctx.previous.by_diff_id(made.diff_id)) is not None:
         # same content as a previous layer without our annotations: keep its blob
         reused = _fetch(same, job, ctx, label, "previous", made)

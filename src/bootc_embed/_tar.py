@@ -225,6 +225,16 @@ class _Buffered:
             self.offset += take
 
 
+def _both(
+    first: Callable[[memoryview], None], second: Callable[[memoryview], None]
+) -> Callable[[memoryview], None]:
+    def piece(p: memoryview) -> None:
+        first(p)
+        second(p)
+
+    return piece
+
+
 class TarReader:
     """Iterates a tar stream the way Go's reader does.
 
@@ -234,7 +244,9 @@ class TarReader:
     ``entry.crc``. With ``capture``, ``entry.raw`` holds the raw bytes between the previous
     entry's content and this entry's content (what tar-split stores as a segment), and after
     the iteration ``trailer`` holds the raw bytes after the last content: Go's last raw read
-    (padding and end-of-archive blocks) then any trailing bytes in 1 MiB pieces.
+    (padding and end-of-archive blocks) then any trailing bytes in 1 MiB pieces. A ``tap``
+    set after an entry is yielded also sees that entry's content, however it is taken or
+    skipped (so one reader can serve two consumers).
     """
 
     def __init__(
@@ -248,6 +260,7 @@ class TarReader:
         self._in = _Buffered(raw, on_chunk, chunk_size, capture)
         self._crc = crc
         self._pending: TarEntry | None = None
+        self.tap: Callable[[memoryview], None] | None = None  # also sees the current content
         self.end_offset = 0  # offset just after the end-of-archive blocks
         self.total_size = 0  # length of the whole stream (after the iteration)
         self.trailer: list[bytes] = []
@@ -284,6 +297,11 @@ class TarReader:
             return
         self._pending = None
         nb = e.data_size
+        tap = self.tap
+        if tap is not None:
+            self.tap = None
+            if nb:
+                fn = tap if fn is None else _both(tap, fn)
         crc_fn = self._crc
         if crc_fn is not None and nb:
             state = [0]

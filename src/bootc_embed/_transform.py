@@ -121,6 +121,7 @@ class LayerResult:
     left_out: int = 0
     left_out_paths: list[str] = field(default_factory=list)
     reused_from: str | None = None
+    observed: bool = False  # an ``observe`` callback saw every entry of the input
 
 
 def check_layer_descriptor(desc: Descriptor, what: str) -> None:
@@ -463,18 +464,32 @@ class _Input:
         self._raw.close()
 
 
+Observer = Callable[[TarEntry, TarReader], None]
+
+
 def transform_layer(
-    job: LayerJob, staging: Path, tmpdir: str | None = None, progress: Progress | None = None
+    job: LayerJob,
+    staging: Path,
+    tmpdir: str | None = None,
+    progress: Progress | None = None,
+    observe: Observer | None = None,
 ) -> LayerResult:
-    """Transform one layer; the output blob is left in ``staging``."""
+    """Transform one layer; the output blob is left in ``staging``. ``observe``, if given, is
+    called with every entry of the input layer as it is read (it may set the reader's ``tap``
+    to see the entry's content too), once per entry."""
     progress = progress or Progress()
     check_layer_descriptor(job.descriptor, job.what)
     try:
-        return _attempt(job, staging, tmpdir, None, progress)
+        made = _attempt(job, staging, tmpdir, None, progress, observe)
     except _Restart as restart:
         plan = restart.plan
+    else:
+        made.observed = observe is not None
+        return made
     plan.finish()
-    return _attempt(job, staging, tmpdir, plan, progress)
+    made = _attempt(job, staging, tmpdir, plan, progress, None)
+    made.observed = observe is not None
+    return made
 
 
 def _attempt(
@@ -483,6 +498,7 @@ def _attempt(
     tmpdir: str | None,
     plan: _Classifier | None,
     progress: Progress,
+    observe: Observer | None,
 ) -> LayerResult:
     fd, name = tempfile.mkstemp(dir=staging, prefix="layer-")
     blob_path = Path(name)
@@ -496,7 +512,7 @@ def _attempt(
             inp = _Input(job, progress, capture=True)
             writer = _Writer(job, out, plan)
             try:
-                complete = writer.run(inp, tarsplit_file)  # type: ignore[arg-type]
+                complete = writer.run(inp, tarsplit_file, observe)  # type: ignore[arg-type]
                 inp.verify()
             finally:
                 inp.close()
@@ -628,7 +644,7 @@ class _Writer:
         )
         self._emit_dir(".")
 
-    def run(self, inp: _Input, tarsplit_file: BinaryIO) -> bool:
+    def run(self, inp: _Input, tarsplit_file: BinaryIO, observe: Observer | None = None) -> bool:
         """Write the layer; False when it must be written again with ``self.live`` as plan
         (the rest of the layer was then read only to learn it)."""
         ts = TarSplitWriter(tarsplit_file)
@@ -636,6 +652,8 @@ class _Writer:
         reader = inp.reader
         entries = inp.entries()
         for e in entries:
+            if observe is not None:
+                observe(e, reader)
             ts.segment(e.raw)
             e.raw = b""  # directories' entries are kept: not their raw bytes
             action, path, extra = self.live.classify(e)
@@ -649,6 +667,8 @@ class _Writer:
             except _Contradiction:
                 reader.skim()
                 for rest in entries:
+                    if observe is not None:
+                        observe(rest, reader)
                     self.live.classify(rest)
                 return False
             reader.read_content(None)  # what is not written (devices have none) is skipped
