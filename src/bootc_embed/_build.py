@@ -400,27 +400,32 @@ def _run(
         # build must respect (storage.conf, a store already there), linked or copied into
         # the output. Scans are cached by layer digest. This runs beside the app layers.
         # A base layer that is also an app's input layer (an app built FROM the same
-        # distribution) is inflated once: the app layer's transform scans it on the way.
+        # distribution) is read once, by the app layer's transform, which scans it for the
+        # base on the way; the output gets the app's copy, which that read checks.
         scanner = _scanner(options)
-        sharing: dict[str, tuple[int, Descriptor]] = {}
-        if view is None:
-            app_digests = {job.descriptor.digest for job in jobs}
-            for i, desc in enumerate(base.manifest.layers):
-                if desc.digest in app_digests and scanner.cached(desc, store) is None:
-                    sharing.setdefault(desc.digest, (i, desc))
+        scan = view is None  # else the base was scanned before the plan (bound images)
+        app_digests = {job.descriptor.digest for job in jobs}
+        sharing: dict[str, int] = {}
+        for i, desc in enumerate(base.manifest.layers):
+            if desc.digest in app_digests:
+                sharing.setdefault(desc.digest, i)
         tasks: list[Callable[[], object]] = [
-            functools.partial(_base_layer, i, base_src, desc, ctx, scanner, store)
+            functools.partial(
+                _base_layer, i, base_src, desc, ctx, scanner, store, None if scan else {}
+            )
             for i, desc in enumerate(base.manifest.layers)
-            if sharing.get(desc.digest, (None,))[0] != i
+            if sharing.get(desc.digest) != i
         ]
         for job in jobs:
-            shared = sharing.pop(job.descriptor.digest, None)
-            if shared is None:
+            i = sharing.pop(job.descriptor.digest, -1)
+            if i < 0:
                 tasks.append(functools.partial(_produce, job, ctx))
             else:
-                i, desc = shared
+                desc = base.manifest.layers[i]
                 tasks.append(
-                    functools.partial(_shared_layer, job, i, base_src, desc, ctx, scanner, store)
+                    functools.partial(
+                        _shared_layer, job, i, base_src, desc, ctx, scanner, store, scan
+                    )
                 )
         found: dict[int, dict[str, Node]] = {}
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -521,21 +526,23 @@ def _shared_layer(
     ctx: _Context,
     scanner: BaseScanner,
     store: str,
+    scan: bool,
 ) -> tuple[LayerResult | None, _BaseFound | None]:
-    """An app layer that is also base layer ``index`` (same blob digest): the app layer's
-    transform scans it for the base, and the app's copy of the blob, which this build checks
-    against its digest either way, is what the output gets. (If the app layer is reused
-    instead of made, the base layer is scanned on its own.)"""
+    """An app layer that is also base layer ``index`` (same blob digest), read once: the app
+    layer's transform scans it for the base (when ``scan`` and no cached scan), and the app's
+    copy of the blob, which this build checks against its digest either way (transform or
+    reuse), is what the output gets. The base's own copy is not read. (If the app layer is
+    reused instead of made, a needed scan reads the app's copy on its own.)"""
     if ctx.cancel.is_set():
         return None, None
+    nodes = scanner.cached(desc, store) if scan else {}
     needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
     linked = _link_blob(job.source, desc, ctx.staging) if needed else None
-    scan = LayerScan(store)
+    layer_scan = LayerScan(store) if nodes is None else None
     try:
-        made = _produce(job, ctx, scan.observe)
-        nodes = None
-        if made is not None and made.observed:
-            nodes = scan.finish()
+        made = _produce(job, ctx, layer_scan.observe if layer_scan is not None else None)
+        if made is not None and made.observed and layer_scan is not None:
+            nodes = layer_scan.finish()
             scanner.remember(desc, store, nodes)
         if linked is None:
             return made, _base_layer(index, source, desc, ctx, scanner, store, nodes, needed)
@@ -543,7 +550,7 @@ def _shared_layer(
             linked.unlink(missing_ok=True)
             return None, None
         if nodes is None:
-            nodes = scanner.cached(desc, store) or scanner.scan_blob(job.source, desc, store)
+            nodes = scanner.scan_blob(job.source, desc, store)
     except BaseException:
         if linked is not None:
             linked.unlink(missing_ok=True)
@@ -562,8 +569,8 @@ def _base_layer(
     nodes: dict[str, Node] | None = None,
     needed: bool | None = None,
 ) -> _BaseFound | None:
-    """One base layer: scanned (or its scan taken from the cache or given) and placed in the
-    output (``needed``: the output lacks it, when already known)."""
+    """One base layer: scanned (or its scan taken from the cache or given: ``{}`` when no scan
+    is wanted) and placed in the output (``needed``: the output lacks it, when known)."""
     if ctx.cancel.is_set():
         return None
     if nodes is None:
