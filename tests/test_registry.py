@@ -356,6 +356,46 @@ def test_pushing_into_the_base_repository_uploads_only_new_layers(
         assert f"/v2/demo/base/blobs/{d['digest']}" in heads
 
 
+def test_each_base_blob_is_downloaded_once_for_the_scan_and_the_copy(
+    plain: Registry, home: Path, samples: SampleImages, tmp_path: Path
+) -> None:
+    # no cached scan: the read that scans a base layer also stages the output's copy (a
+    # layout output, or a registry where the blob cannot be mounted), not a second download
+    base_manifest = _manifest(Path(samples.base.split(":")[1]))
+    digests = [d["digest"] for d in base_manifest["layers"]]
+
+    def base_gets() -> list[str]:
+        return [
+            p.rsplit("/", 1)[1]
+            for m, p, s in plain.requests()
+            if m == "GET"
+            and p.startswith("/v2/demo/base/blobs/")
+            and p.rsplit("/", 1)[1] != base_manifest["config"]["digest"]
+        ]
+
+    plain.mark()
+    out = tmp_path / "out"
+    ok(bootc_embed(*_build_args(plain, f"oci:{out}:1"), "--no-cache", home=home))
+    assert sorted(base_gets()) == sorted(digests)
+    for d in digests:
+        assert (out / "blobs/sha256" / d[7:]).read_bytes() == plain.blob_file(d).read_bytes()
+
+    other = Registry(tmp_path / "other").start()
+    try:
+        other.mark()
+        plain.mark()
+        ok(
+            bootc_embed(
+                *_build_args(plain, f"docker://{other.host}/demo/out:1"), "--no-cache", home=home
+            )
+        )
+        assert sorted(base_gets()) == sorted(digests)
+        for d in digests:
+            assert other.blob_file(d).read_bytes() == plain.blob_file(d).read_bytes()
+    finally:
+        other.stop()
+
+
 def test_registry_output_reads_back_identically_through_diff_and_skopeo(
     plain: Registry, home: Path, tmp_path: Path
 ) -> None:

@@ -19,14 +19,14 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import _compress
-from ._digest import Prefixed, Reader
+from ._digest import Prefixed, Reader, VerifyingReader
 from ._model import Descriptor
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
 from ._transform import Progress
-from ._transports import ImageSource, open_blob
+from ._transports import ImageSource
 from .errors import CompressionError, ImageFormatError
 
 SCAN_VERSION = "1"
@@ -277,10 +277,16 @@ class BaseScanner:
         desc: Descriptor,
         store: str,
         progress: Progress | None = None,
+        copy_to: BinaryIO | None = None,
     ) -> dict[str, Node]:
-        """Read one base layer (its digest checked on the way) and cache what it holds."""
+        """Read one base layer (its digest checked on the way) and cache what it holds; with
+        ``copy_to``, the blob's bytes are written there as they are read (one download serves
+        the scan and the output's copy)."""
         what = f"{source.reference}: base layer {desc.digest}"
-        with open_blob(source, desc, what) as raw:
+        blob = source.open_raw(desc)
+        if copy_to is not None:
+            blob = _Tee(blob, copy_to)  # type: ignore[assignment]
+        with VerifyingReader(blob, desc.digest, desc.size, what) as raw:
             counted = raw if progress is None else _Advancing(raw, progress)
             head = counted.read(4)
             try:
@@ -308,6 +314,20 @@ class BaseScanner:
                 os.replace(tmp, path)
             except OSError:
                 pass
+
+
+class _Tee(Reader):
+    def __init__(self, raw: BinaryIO, copy_to: BinaryIO) -> None:
+        self._raw = raw
+        self._copy_to = copy_to
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._copy_to.write(data)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class _Advancing(Reader):

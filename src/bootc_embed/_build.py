@@ -536,15 +536,16 @@ def _shared_layer(
     if ctx.cancel.is_set():
         return None, None
     nodes = scanner.cached(desc, store) if scan else {}
-    needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
-    linked = _link_blob(job.source, desc, ctx.staging) if needed else None
+    held = ctx.dest.has_blob(desc.digest) or ctx.dest.try_reuse(source, desc, stream=False)
+    linked = None if held else _link_blob(job.source, desc, ctx.staging)
     layer_scan = LayerScan(store) if nodes is None else None
     try:
         made = _produce(job, ctx, layer_scan.observe if layer_scan is not None else None)
         if made is not None and made.observed and layer_scan is not None:
             nodes = layer_scan.finish()
             scanner.remember(desc, store, nodes)
-        if linked is None:
+        if linked is None:  # placed from the base's copy (streamed, staged or linked)
+            needed = None if not held else False
             return made, _base_layer(index, source, desc, ctx, scanner, store, nodes, needed)
         if made is None:
             linked.unlink(missing_ok=True)
@@ -576,28 +577,37 @@ def _base_layer(
     if nodes is None:
         nodes = scanner.cached(desc, store)
     if needed is None:
-        needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(source, desc)
+        # with a scan to make, a blob that cannot be mounted is staged by the scan's read
+        stream = nodes is not None
+        needed = not ctx.dest.has_blob(desc.digest) and not ctx.dest.try_reuse(
+            source, desc, stream=stream
+        )
     if nodes is not None and not needed:
         return _BaseFound(index, nodes)
     what = f"{source.reference}: base layer {desc.digest}"
     with ctx.reporter.task(f"base layer {desc.digest[7:19]}") as progress:
-        checked = False
-        if nodes is None:
-            progress.start("reading", desc.size)
-            nodes = scanner.scan_blob(source, desc, store, progress)  # checks the digest
-            checked = True
-        if needed:
-            path = _link_blob(source, desc, ctx.staging)
-            if path is not None and not checked:
-                try:
-                    _check_blob(source, desc, what, progress)
-                except BaseException:
-                    path.unlink(missing_ok=True)
-                    raise
-            if path is None:
+        path = _link_blob(source, desc, ctx.staging) if needed else None
+        try:
+            if nodes is None:
+                progress.start("reading", desc.size)
+                if needed and path is None:  # one read: scanned and copied
+                    fd, name = tempfile.mkstemp(dir=ctx.staging, prefix="blob-")
+                    path = Path(name)
+                    with os.fdopen(fd, "wb") as copy:
+                        nodes = scanner.scan_blob(source, desc, store, progress, copy)
+                else:  # the digest check covers a linked file: the same inode
+                    nodes = scanner.scan_blob(source, desc, store, progress)
+            elif path is not None:
+                _check_blob(source, desc, what, progress)
+            elif needed:
                 path = _copy_verified(
                     source.open_raw(desc), desc.digest, desc.size, what, ctx.staging, progress
                 )
+        except BaseException:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            raise
+        if path is not None:
             ctx.dest.add_blob_file(path, desc.digest)
     return _BaseFound(index, nodes)
 

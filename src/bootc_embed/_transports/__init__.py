@@ -76,9 +76,10 @@ class ImageDestination(Protocol):
 
     def add_blob_bytes(self, data: bytes) -> str: ...
 
-    def try_reuse(self, source: ImageSource, desc: Descriptor) -> bool:
-        """Make the destination hold ``desc`` without copying its bytes (e.g. a registry's
-        cross-repository mount); False when it cannot."""
+    def try_reuse(self, source: ImageSource, desc: Descriptor, stream: bool = True) -> bool:
+        """Make the destination hold ``desc`` without a staged copy: a registry's
+        cross-repository mount, or (with ``stream``) the source's bytes streamed straight into
+        the destination. False when it cannot, and the caller stages the blob itself."""
         ...
 
     def commit(self, manifest: bytes, media_type: str) -> None:

@@ -136,7 +136,7 @@ class StorageDestination:
     def add_blob_bytes(self, data: bytes) -> str:
         return self._inner.add_blob_bytes(data)
 
-    def try_reuse(self, source: ImageSource, desc: Descriptor) -> bool:
+    def try_reuse(self, source: ImageSource, desc: Descriptor, stream: bool = True) -> bool:
         return False
 
     def commit(self, manifest: bytes, media_type: str) -> None:

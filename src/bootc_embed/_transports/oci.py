@@ -171,7 +171,7 @@ class _StagedLayout:
         self._staging = staging
         self._staged: dict[str, Path] = {}
 
-    def try_reuse(self, source: object, desc: Descriptor) -> bool:
+    def try_reuse(self, source: object, desc: Descriptor, stream: bool = True) -> bool:
         return False
 
     def has_blob(self, digest: str) -> bool:

@@ -815,6 +815,7 @@ class RegistryDestination:
         self._futures: list[concurrent.futures.Future[None]] = []
         self.uploaded: list[str] = []
         self.mounted: list[str] = []
+        self._unmountable: set[str] = set()  # digests a mount was refused for
         self._what = str(ref)
 
     # -- blobs --------------------------------------------------------------------------------
@@ -874,15 +875,24 @@ class RegistryDestination:
         self.add_blob_file(Path(tmp), digest)
         return digest
 
-    def try_reuse(self, source: ImageSource, desc: Descriptor) -> bool:
-        """Held already, mounted from another repository of this registry, or else streamed
-        from the source into an upload without a staged copy: always True (errors raise)."""
+    def try_reuse(self, source: ImageSource, desc: Descriptor, stream: bool = True) -> bool:
+        """Held already, mounted from another repository of this registry, or else (with
+        ``stream``) streamed from the source into an upload without a staged copy: then always
+        True (errors raise). A failed mount is not tried again."""
         if self.has_blob(desc.digest):
             return True
         if self._cancel.is_set():
             raise _Cancelled()
-        if not self._mount(source, desc):
-            self._stream(source, desc)
+        with self._lock:
+            tried = desc.digest in self._unmountable
+        if not tried:
+            if self._mount(source, desc):
+                return True
+            with self._lock:
+                self._unmountable.add(desc.digest)
+        if not stream:
+            return False
+        self._stream(source, desc)
         return True
 
     def _mount(self, source: ImageSource, desc: Descriptor) -> bool:
