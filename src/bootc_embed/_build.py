@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import datetime
 import functools
@@ -445,6 +446,8 @@ def _run(
                     cancel.set()
                     for f in futures:
                         f.cancel()
+                    # transfers blocked in other threads stop now, not at their stall timeout
+                    _interrupt(base_src, dest, *(app.source for app in apps))
                     raise
         if view is None:
             view = merge_views(found[i] for i in reversed(range(len(base.manifest.layers))))
@@ -492,6 +495,14 @@ def _run(
     finally:
         if previous is not None:
             previous.close()
+
+
+def _interrupt(*endpoints: object) -> None:
+    for endpoint in endpoints:
+        interrupt = getattr(endpoint, "interrupt", None)
+        if interrupt is not None:
+            with contextlib.suppress(Exception):
+                interrupt()
 
 
 def _collect(

@@ -29,10 +29,12 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
 import ssl
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -225,7 +227,10 @@ class RegistryClient:
             follow_redirects=True,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             headers={"User-Agent": f"bootc-embed/{__version__}"},
+            event_hooks={"response": [self._track]},
         )
+        self._streams: weakref.WeakSet[object] = weakref.WeakSet()  # connections seen
+        self.interrupted = False
         self._base: str | None = None
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -328,6 +333,29 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def _track(self, resp: httpx.Response) -> None:
+        stream = resp.extensions.get("network_stream")
+        if stream is not None:
+            with self._lock:
+                self._streams.add(stream)
+
+    def interrupt(self) -> None:
+        """Stop every transfer now (Ctrl-C): shut down the sockets of the connections in use,
+        so that a read or write blocked in another thread returns at once instead of waiting
+        for the stall timeout; no request is started or retried afterwards."""
+        self.interrupted = True
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            sock = stream.get_extra_info("socket")  # type: ignore[attr-defined]
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _check_interrupted(self, what: str) -> None:
+        if self.interrupted:
+            raise ImageReferenceError(f"{what}: interrupted")
 
     def same_registry(self, other: RegistryClient) -> bool:
         return self.host == other.host and self.base_url == other.base_url
@@ -461,6 +489,7 @@ class RegistryClient:
         reauthorized = False
         attempt = 0
         while True:
+            self._check_interrupted(what)
             hdrs = dict(headers or {})
             auth = self._authorization(scopes)
             if auth:
@@ -471,11 +500,13 @@ class RegistryClient:
                 req = self._http.build_request(method, url, headers=hdrs, content=body)
                 resp = self._http.send(req, stream=stream)
             except httpx.TimeoutException:
+                self._check_interrupted(what)
                 raise ImageReferenceError(
                     f"{what}: {self.host} did not answer within {_timeout():g} s "
                     f"(stalled {method} request; BOOTC_EMBED_REGISTRY_TIMEOUT sets the limit)"
                 ) from None
             except httpx.TransportError as e:
+                self._check_interrupted(what)
                 if replayable and attempt < MAX_ATTEMPTS - 1 and not _is_tls_error(e):
                     time.sleep(_backoff(attempt))
                     attempt += 1
@@ -635,6 +666,7 @@ class _BlobReader(Reader):
                 chunk = self._next_chunk()
             except httpx.TimeoutException:
                 self.close()
+                self._client._check_interrupted(self._what)
                 raise ImageReferenceError(
                     f"{self._what}: download of blob {self._desc.digest} stalled: no data for "
                     f"{_timeout():g} s after {self._pos} of {self._desc.size} bytes "
@@ -642,6 +674,7 @@ class _BlobReader(Reader):
                 ) from None
             except httpx.TransportError as e:
                 self.close()
+                self._client._check_interrupted(self._what)
                 if self._pos >= self._desc.size or self._resumes >= MAX_RESUMES:
                     raise ImageReferenceError(
                         f"{self._what}: download of blob {self._desc.digest} failed after "
@@ -782,6 +815,9 @@ class RegistrySource:
 
     def blob_path(self, desc: Descriptor) -> tuple[Path, int] | None:
         return None
+
+    def interrupt(self) -> None:
+        self.client.interrupt()
 
     def close(self) -> None:
         self.client.close()
@@ -1105,6 +1141,10 @@ class RegistryDestination:
         self._pool.shutdown(wait=True)
         shutil.rmtree(self._staging, ignore_errors=True)
         self.client.close()
+
+    def interrupt(self) -> None:
+        self._cancel.set()
+        self.client.interrupt()
 
     def abort(self) -> None:
         self._cancel.set()
