@@ -180,31 +180,44 @@ def test_corrupt_layer_blob_in_app1_copy(inputs, test_images, damage):
     )
 
 
-def test_corrupt_blob_is_found_even_when_the_layer_is_cached(inputs, tmp_path):
-    """Issue 2: every input blob is checked against its digest. A layer cache hit (keyed by the
-    config's diff_ids) must not let a damaged input blob through unnoticed."""
+def test_a_cache_hit_does_not_read_the_input_blob_and_without_the_cache_damage_is_found(
+    inputs, tmp_path
+):
+    """Issue 4: a reused layer's work is skipped and its input blob is not even read (as skopeo
+    skips a blob the destination already has): a rebuild costs no layer bytes. The output is
+    the same, made from digest-checked bytes; without the cache the damaged input is found."""
     layer = TarBuilder().dir("srv/").file("srv/data", os.urandom(2048)).bytes()
     img = write_bad_app(inputs.tmp / "bad", layer)
-    warm = run_bootc_embed(
-        "build",
-        "--base",
-        inputs.base.ref,
-        "--image",
-        f"{BAD_NAME}={img.ref}",
-        "--output",
-        f"oci:{tmp_path / 'warm'}:1",
-    )
+
+    def build(out: str) -> BootcEmbedResult:
+        return run_bootc_embed(
+            "build",
+            "--base",
+            inputs.base.ref,
+            "--image",
+            f"{BAD_NAME}={img.ref}",
+            "--output",
+            f"oci:{tmp_path / out}:1",
+        )
+
+    def digest(out: str) -> str:
+        return json.loads((tmp_path / out / "index.json").read_text())["manifests"][0]["digest"]
+
+    warm = build("warm")
     assert warm.returncode == 0, warm.describe()
     desc = img.layers[1]
     p = img.blob(desc["digest"])
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0x01
     p.write_bytes(bytes(data))
+    cached = build("cached")
+    assert cached.returncode == 0, cached.describe()
+    assert digest("cached") == digest("warm")
     assert_fails(
         inputs,
         ["--image", f"{BAD_NAME}={img.ref}"],
         mentions=[[short(desc["digest"]), "layer 2"], [BAD_NAME, str(img.layout)]],
-        no_cache=False,
+        no_cache=True,
     )
 
 

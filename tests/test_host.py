@@ -336,3 +336,7 @@ def test_a_layer_the_base_shares_with_an_app_is_scanned_by_the_apps_transform(
     with pytest.raises(DigestMismatchError, match="localhost/shared:1"):
         run_build("e", cache=False)
     assert not (tmp_path / "e").exists()
+    # also when the app layer is reused from the cache: the copy the output gets is checked
+    with pytest.raises(DigestMismatchError, match="localhost/shared:1"):
+        run_build("f", cache_dir=str(cache))
+    assert not (tmp_path / "f").exists()

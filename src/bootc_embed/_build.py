@@ -541,8 +541,9 @@ def _shared_layer(
 ) -> tuple[LayerResult | None, _BaseFound | None]:
     """An app layer that is also base layer ``index`` (same blob digest), read once: the app
     layer's transform scans it for the base (when ``scan`` and no cached scan), and the app's
-    copy of the blob, which this build checks against its digest either way (transform or
-    reuse), is what the output gets. The base's own copy is not read. (If the app layer is
+    copy of the blob, which this build checks against its digest either way (by the transform,
+    or on its own when the layer is reused), is what the output gets. The base's own copy is
+    not read. (If the app layer is
     reused instead of made, a needed scan reads the app's copy on its own.)"""
     if ctx.cancel.is_set():
         return None, None
@@ -552,7 +553,7 @@ def _shared_layer(
     layer_scan = LayerScan(store) if nodes is None else None
     try:
         made = _produce(job, ctx, layer_scan.observe if layer_scan is not None else None)
-        if made is not None and made.observed and layer_scan is not None:
+        if made is not None and made.input_read and layer_scan is not None:
             nodes = layer_scan.finish()
             scanner.remember(desc, store, nodes)
         if linked is None:  # placed from the base's copy (streamed, staged or linked)
@@ -561,8 +562,10 @@ def _shared_layer(
         if made is None:
             linked.unlink(missing_ok=True)
             return None, None
-        if nodes is None:
+        if nodes is None:  # the app layer was reused: scan (and check) the copy on its own
             nodes = scanner.scan_blob(job.source, desc, store)
+        elif not made.input_read:  # the copy goes into the output: check it
+            _check_blob(job.source, desc, job.what, Progress())
     except BaseException:
         if linked is not None:
             linked.unlink(missing_ok=True)
@@ -645,11 +648,12 @@ def _produce(job: LayerJob, ctx: _Context, observe: Observer | None = None) -> L
         return None
     label = f"{job.image} layer {job.index}/{job.count}"
     key = _key(job)
+    # A reused layer's input blob is not read at all (as skopeo skips a blob the destination
+    # has): the reuse key comes from the digest-checked config, and the reused blob is checked
+    # against its own digest wherever it is copied.
     if ctx.previous is not None and (found := ctx.previous.lookup(key)) is not None:
-        _verify_input(job, ctx, label)
         return _fetch(found, job, ctx, label, "previous")
     if ctx.cache is not None and (found := ctx.cache.get(key, job.compression, job.level)):
-        _verify_input(job, ctx, label)
         try:
             return _fetch(found, job, ctx, label, "cache")
         except DigestMismatchError:
@@ -682,13 +686,6 @@ def _produce(job: LayerJob, ctx: _Context, observe: Observer | None = None) -> L
         except OSError as e:
             ctx.reporter.warn(f"could not write the layer cache: {e}")
     return made
-
-
-def _verify_input(job: LayerJob, ctx: _Context, label: str) -> None:
-    """A reused layer is not inflated, but its input blob is still checked against its digest:
-    a damaged input is reported whether or not its layer was made before."""
-    with ctx.reporter.task(f"{label} (verifying input)") as progress:
-        _check_blob(job.source, job.descriptor, job.what, progress)
 
 
 def _check_blob(source: ImageSource, desc: Descriptor, what: str, progress: Progress) -> None:
@@ -742,6 +739,7 @@ def _fetch(
         left_out=made.left_out if made else found.left_out,
         left_out_paths=made.left_out_paths if made else list(found.left_out_paths),
         reused_from=origin,
+        input_read=made is not None,
     )
 
 

@@ -121,7 +121,7 @@ class LayerResult:
     left_out: int = 0
     left_out_paths: list[str] = field(default_factory=list)
     reused_from: str | None = None
-    observed: bool = False  # an ``observe`` callback saw every entry of the input
+    input_read: bool = False  # made from the input, read whole and checked (``observe`` saw it)
 
 
 def check_layer_descriptor(desc: Descriptor, what: str) -> None:
@@ -484,11 +484,11 @@ def transform_layer(
     except _Restart as restart:
         plan = restart.plan
     else:
-        made.observed = observe is not None
+        made.input_read = True
         return made
     plan.finish()
     made = _attempt(job, staging, tmpdir, plan, progress, None)
-    made.observed = observe is not None
+    made.input_read = True
     return made
 
 
