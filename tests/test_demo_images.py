@@ -315,6 +315,9 @@ def test_run_demo_embeds_both_apps(tmp_path: Path) -> None:
     base = Image(tmp_path / "samples" / "base", "latest")
     assert output.manifest["layers"][:2] == base.manifest["layers"]
     assert "skopeo copy oci:" in text
+    # the base has no storage.conf: the demo says the one written lists the store
+    assert "/etc/containers/storage.conf written with podman's defaults" in text
+    assert "+ 1 configuration layer" in text
     # running it again into the same directory gives the same image
     digest = output.descriptor["digest"]
     assert run_demo(tmp_path, Console(file=io.StringIO())) == 0

@@ -604,11 +604,20 @@ def _print_summary(
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column(overflow="fold")
     facts.add_row("base layers", f"{base_layers} kept byte-for-byte ({_labels(config)})")
-    facts.add_row(
-        "appended layers",
+    conf = summary.get("storage_conf") or None
+    appended = (
         f"{app_layers} app layers under {store}/overlay/ + 1 metadata layer "
-        f"({_size(int(metadata.get('size', 0)))}: layers.json, images.json, manifests, configs)",
+        f"({_size(int(metadata.get('size', 0)))}: layers.json, images.json, manifests, configs)"
     )
+    if conf:
+        appended += " + 1 configuration layer"
+    facts.add_row("appended layers", appended)
+    if conf:
+        how = "written with podman's defaults" if conf.get("action") == "created" else "edited"
+        facts.add_row(
+            "host configuration",
+            f"{conf.get('path')} {how}: {store} listed in additionalimagestores",
+        )
     facts.add_row("bytes added", _size(int(summary.get("bytes_added", 0))))
     facts.add_row(
         "whiteouts converted",
@@ -628,7 +637,7 @@ def _print_summary(
         soft_wrap=True,
     )
     console.print(
-        f"  then, on a bootc host whose storage.conf lists {store} in additionalimagestores:\n"
+        "  then, on a bootc host (the image's storage.conf lists the store):\n"
         "    bootc switch registry.example.com/my-os:latest   # and after the reboot:\n"
         f"    podman images   # lists {samples.app1_name} and {samples.app2_name}",
         highlight=False,
