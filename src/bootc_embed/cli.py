@@ -52,8 +52,8 @@ def _run(fn: Callable[[], int | None]) -> None:
 
 
 def _transport_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """skopeo's --authfile, --creds, --tls-verify and --cert-dir, passed to the command as one
-    ``transport`` argument (a :class:`TransportOptions`)."""
+    """skopeo's --authfile, --creds, --tls-verify, --cert-dir and --registries-conf, passed to
+    the command as one ``transport`` argument (a :class:`TransportOptions`)."""
 
     @click.option(
         "--authfile",
@@ -78,6 +78,14 @@ def _transport_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
         metavar="DIR",
         help="CA certificates (*.crt) and client certificates (*.cert + *.key) for registries.",
     )
+    @click.option(
+        "--registries-conf",
+        default=None,
+        metavar="FILE",
+        help="containers-registries.conf(5) file for mirrors, insecure and blocked registries "
+        "(default: $CONTAINERS_REGISTRIES_CONF, else podman's; drop-ins from "
+        "registries.conf.d beside it).",
+    )
     @functools.wraps(fn)
     def wrapper(
         *args: Any,
@@ -85,9 +93,16 @@ def _transport_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
         creds: str | None,
         tls_verify: bool | None,
         cert_dir: str | None,
+        registries_conf: str | None,
         **kwargs: Any,
     ) -> Any:
-        transport = TransportOptions(authfile, creds, tls_verify, cert_dir)
+        transport = TransportOptions(
+            authfile=authfile,
+            creds=creds,
+            tls_verify=tls_verify,
+            cert_dir=cert_dir,
+            registries_conf=registries_conf,
+        )
         return fn(*args, transport=transport, **kwargs)
 
     return wrapper

@@ -30,12 +30,15 @@ MAX_METADATA_BYTES = 64 << 20
 
 @dataclass(frozen=True)
 class TransportOptions:
-    """How to reach images: credentials and TLS for registries (skopeo's flags)."""
+    """How to reach images: credentials, TLS and registries.conf for registries (skopeo's
+    flags)."""
 
     authfile: str | None = None
     creds: str | None = None  # USER[:PASS]
-    tls_verify: bool | None = None  # None: verify, except plain HTTP for localhost as podman
+    tls_verify: bool | None = None  # None: verify (unless registries.conf says insecure),
+    # except plain HTTP for localhost as podman
     cert_dir: str | None = None
+    registries_conf: str | None = None  # None: $CONTAINERS_REGISTRIES_CONF, then the defaults
 
 
 class ImageSource(Protocol):

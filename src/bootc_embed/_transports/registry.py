@@ -15,6 +15,10 @@ Auth: anonymous, HTTP basic and bearer tokens (``WWW-Authenticate: Bearer realm=
 push scopes, refreshed on expiry and on 401); credentials from :mod:`._auth`. TLS: the system's
 CAs plus ``--cert-dir`` (or ``/etc/containers/certs.d/HOST``...), ``--tls-verify=false``; plain
 HTTP only when TLS verification is off or the registry is on this machine (localhost, loopback).
+
+registries.conf (:mod:`._registries_conf`): a pull tries the mirrors, then the primary location
+(rewritten by ``location``), and keeps the first that serves the manifest; ``insecure`` acts as
+``--tls-verify=false`` for that location unless ``--tls-verify`` is given; ``blocked`` refuses.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import base64
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import io
 import ipaddress
@@ -55,9 +60,11 @@ from .._model import (
     sniff_media_type,
 )
 from .._reference import Reference
-from ..errors import DigestMismatchError, ImageReferenceError, UsageError
+from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
 from . import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
 from ._auth import Lookup, find_credentials
+from ._registries_conf import Endpoint
+from ._registries_conf import load as load_registries_conf
 
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -206,9 +213,14 @@ def _errors(resp: httpx.Response) -> tuple[str, str]:
 
 
 class RegistryClient:
-    """One repository of one registry: connection, scheme, credentials, tokens, retries."""
+    """One repository of one registry: connection, scheme, credentials, tokens, retries.
 
-    def __init__(self, host: str, repository: str, options: TransportOptions) -> None:
+    ``insecure`` (registries.conf) skips TLS verification and allows plain HTTP unless
+    ``--tls-verify`` was given either way, as in skopeo."""
+
+    def __init__(
+        self, host: str, repository: str, options: TransportOptions, insecure: bool = False
+    ) -> None:
         self.host = host
         self.repository = repository
         self.name = f"{host}/{repository}"
@@ -216,8 +228,8 @@ class RegistryClient:
         self.lookup: Lookup = find_credentials(
             host, repository, authfile=options.authfile, creds=options.creds
         )
-        verify = options.tls_verify is not False
-        self._ctx = _ssl_context(tuple(cert_dirs(host, options.cert_dir)), verify)
+        self.skip_verify = options.tls_verify is False or (options.tls_verify is None and insecure)
+        self._ctx = _ssl_context(tuple(cert_dirs(host, options.cert_dir)), not self.skip_verify)
         timeout = _timeout()
         self._http = httpx.Client(
             verify=self._ctx,
@@ -258,9 +270,7 @@ class RegistryClient:
     def _ping(self) -> str:
         """Find the scheme (https, or http where allowed) and the auth challenge at /v2/."""
         api = _api_host(self.host)
-        insecure_ok = self.options.tls_verify is False or (
-            self.options.tls_verify is None and is_local(self.host)
-        )
+        insecure_ok = self.skip_verify or (self.options.tls_verify is None and is_local(self.host))
         try:
             resp = self._get_with_retries(f"https://{api}/v2/")
         except httpx.TransportError as https_error:
@@ -275,7 +285,8 @@ class RegistryClient:
                     ""
                     if insecure_ok
                     else "; if it serves plain HTTP or an untrusted certificate, "
-                    "--tls-verify=false allows that (or --cert-dir for its CA)"
+                    "--tls-verify=false (or insecure = true in registries.conf) allows that "
+                    "(or --cert-dir for its CA)"
                 )
                 raise ImageReferenceError(
                     f"{self.host}: cannot reach the registry over HTTPS: {_why(https_error)}{hint}"
@@ -718,20 +729,92 @@ class _BlobReader(Reader):
 
 
 class RegistrySource:
-    """Reads an image from a registry repository."""
+    """Reads an image from a registry repository, or from where registries.conf sends the
+    reference: its mirrors in order, then its primary location. The first that serves the
+    manifest is used for everything (as containers/image chooses); ``reference`` stays the one
+    the user gave, and every blob is checked against its digest wherever it comes from."""
 
     def __init__(self, ref: Reference, options: TransportOptions) -> None:
         self.reference = ref
-        self.client = RegistryClient(ref.host, ref.repository, options)
+        self.options = options
+        self.endpoints: list[Endpoint] = load_registries_conf(
+            options.registries_conf
+        ).pull_endpoints(ref)
+        self.endpoint: Endpoint | None = None  # the one in use, once chosen
+        self._client: RegistryClient | None = None
+        self._trying: RegistryClient | None = None
+        self._interrupted = False
+        self._choosing = threading.Lock()
         self._manifests: dict[str, bytes] = {}
         self._top: Descriptor | None = None
+        if all(e.blocked for e in self.endpoints):
+            raise self._no_endpoint([(e, e.blocked or "") for e in self.endpoints])
+        if len(self.endpoints) == 1:  # no mirror: errors come as they are, not as a list
+            self.endpoint = self.endpoints[0]
+            self._client = self._new_client(self.endpoint)
+
+    @property
+    def client(self) -> RegistryClient:
+        """The client of the location in use (chosen on first use when there are mirrors)."""
+        if self._client is None:
+            with self._choosing:
+                if self._client is None:
+                    self._choose()
+        assert self._client is not None
+        return self._client
+
+    def _new_client(self, endpoint: Endpoint) -> RegistryClient:
+        physical = endpoint.reference
+        options = self.options
+        if options.creds and physical.host != self.reference.host:
+            # --creds are for the registry the user named, never sent to another one
+            options = dataclasses.replace(options, creds=None)
+        return RegistryClient(physical.host, physical.repository, options, endpoint.insecure)
+
+    def _choose(self) -> None:
+        """Try each location in order; keep the first that serves the reference's manifest.
+        A location that fails (unreachable, 401, 404, a bad manifest) is skipped and its reason
+        kept for the error when none serves it."""
+        failed: list[tuple[Endpoint, str]] = []
+        for endpoint in self.endpoints:
+            if endpoint.blocked:
+                failed.append((endpoint, endpoint.blocked))
+                continue
+            if self._interrupted:
+                raise ImageReferenceError(f"{self.reference}: interrupted")
+            client = self._new_client(endpoint)
+            self._trying = client
+            try:
+                self._top = self._fetch_top(client)
+                self.endpoint, self._client = endpoint, client
+                return
+            except (ImageReferenceError, ImageFormatError, DigestMismatchError) as e:
+                if self._interrupted:
+                    raise
+                failed.append((endpoint, str(e).removeprefix(f"{self.reference}: ")))
+            finally:
+                self._trying = None
+                if self._client is not client:
+                    client.close()
+        raise self._no_endpoint(failed)
+
+    def _no_endpoint(self, failed: list[tuple[Endpoint, str]]) -> ImageReferenceError:
+        if len(failed) == 1:
+            return ImageReferenceError(f"{self.reference}: {failed[0][1]}")
+        tried = "; ".join(f"{e.describe()}: {why}" for e, why in failed)
+        return ImageReferenceError(
+            f"{self.reference}: no location configured in registries.conf could supply the "
+            f"image (tried {len(failed)}): {tried}"
+        )
 
     def default_name(self) -> str | None:
         r = self.reference
         return r.path + (f":{r.tag}" if r.tag else "") + (f"@{r.digest}" if r.digest else "")
 
-    def _get_manifest(self, ref: str, what: str) -> tuple[bytes, str]:
-        c = self.client
+    def _get_manifest(
+        self, ref: str, what: str, client: RegistryClient | None = None
+    ) -> tuple[bytes, str]:
+        c = client or self.client
         resp = c.request(
             "GET",
             f"/v2/{c.repository}/manifests/{ref}",
@@ -743,7 +826,7 @@ class RegistrySource:
         try:
             if resp.status_code != 200:
                 missing = f"manifest {ref}" if ref.startswith("sha256:") else f"tag {ref!r}"
-                hint = self._tags_hint(what) if resp.status_code == 404 else ""
+                hint = self._tags_hint(c, what) if resp.status_code == 404 else ""
                 raise c.error(resp, what, missing, hint)
             length = resp.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > MAX_METADATA_BYTES:
@@ -763,9 +846,8 @@ class RegistrySource:
         finally:
             resp.close()
 
-    def _tags_hint(self, what: str) -> str:
+    def _tags_hint(self, c: RegistryClient, what: str) -> str:
         """After a 404: raise when the repository does not exist; else list some tags."""
-        c = self.client
         try:
             resp = c.request(
                 "GET", f"/v2/{c.repository}/tags/list?n=20", scopes=c.scopes(), what=what
@@ -784,21 +866,28 @@ class RegistrySource:
         return f" (tags: {shown}{', ...' if len(tags) > 20 else ''})"
 
     def top_descriptor(self) -> Descriptor:
-        if self._top is not None:
-            return self._top
+        if self._top is None:
+            client = self.client  # choosing a location fetches the manifest
+            if self._top is None:
+                self._top = self._fetch_top(client)
+        assert self._top is not None
+        return self._top
+
+    def _fetch_top(self, client: RegistryClient) -> Descriptor:
+        """The reference's manifest from one location (its tag or digest are the same at every
+        location), checked against the reference's digest."""
         ref = self.reference
         what = str(ref)
-        raw, media_type = self._get_manifest(ref.digest or ref.tag or "latest", what)
+        raw, media_type = self._get_manifest(ref.digest or ref.tag or "latest", what, client)
         digest = sha256_digest(raw)
         if ref.digest and digest != ref.digest:
             raise DigestMismatchError(
-                f"{what}: the registry sent a manifest with digest {digest}, not {ref.digest}"
+                f"{what}: {client.host} sent a manifest with digest {digest}, not {ref.digest}"
             )
         if media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
             media_type = sniff_media_type(load_json(raw, f"{what}: manifest")) or media_type
         self._manifests[digest] = raw
-        self._top = Descriptor(media_type, digest, len(raw))
-        return self._top
+        return Descriptor(media_type, digest, len(raw))
 
     def open_raw(self, desc: Descriptor) -> BinaryIO:
         check_algorithm(desc.digest, str(self.reference))
@@ -817,10 +906,14 @@ class RegistrySource:
         return None
 
     def interrupt(self) -> None:
-        self.client.interrupt()
+        self._interrupted = True
+        for client in (self._client, self._trying):
+            if client is not None:
+                client.interrupt()
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -837,7 +930,10 @@ class RegistryDestination:
 
     def __init__(self, ref: Reference, options: TransportOptions) -> None:
         self.reference = ref
-        self.client = RegistryClient(ref.host, ref.repository, options)
+        # registries.conf: blocked and insecure apply; location rewrites and mirrors are for
+        # pulls only, as in containers/image
+        insecure = load_registries_conf(options.registries_conf).push_insecure(ref)
+        self.client = RegistryClient(ref.host, ref.repository, options, insecure)
         self.client.base_url  # noqa: B018 - reach the registry now: fail before any work
         tmp = os.environ.get("TMPDIR") or "/var/tmp"
         self._staging = Path(tempfile.mkdtemp(prefix="bootc-embed-push-", dir=tmp))
