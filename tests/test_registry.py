@@ -396,6 +396,60 @@ def test_each_base_blob_is_downloaded_once_for_the_scan_and_the_copy(
         other.stop()
 
 
+def test_a_layer_the_base_shares_with_an_app_is_downloaded_once(
+    plain: Registry, home: Path, tmp_path: Path
+) -> None:
+    # an app built FROM the base's distribution: its bottom layer is the base's blob. The app
+    # layer's transform reads it (from the app's repository) and scans it for the base; the
+    # same read stages the output's copy, for a layout and for another registry alike.
+    import tarfile
+
+    from unit_support.oci import info, tar_of, write_layout
+
+    shared = tar_of(
+        [
+            (info("usr/", tarfile.DIRTYPE), b""),
+            (info("usr/bin/", tarfile.DIRTYPE), b""),
+            (info("usr/bin/tool"), os.urandom(1 << 20)),
+        ]
+    )
+    top = tar_of([(info("app/", tarfile.DIRTYPE), b""), (info("app/run"), b"#!/bin/sh\n")])
+    arch = host_architecture()
+    base = write_layout(tmp_path / "base", [shared], architecture=arch)
+    app = write_layout(tmp_path / "app", [shared, top], architecture=arch)
+    skopeo_push(base, plain, "shared/base:1")
+    skopeo_push(app, plain, "shared/app:1")
+    digest = _manifest(tmp_path / "base")["layers"][0]["digest"]
+    args = [
+        "build",
+        "--base",
+        f"docker://{plain.host}/shared/base:1",
+        "--image",
+        f"docker://{plain.host}/shared/app:1",
+        "--no-cache",
+        "--json",
+        "--output",
+    ]
+
+    def gets() -> int:
+        return sum(1 for m, p, _ in plain.requests() if m == "GET" and p.endswith(digest))
+
+    plain.mark()
+    ok(bootc_embed(*args, f"oci:{tmp_path / 'out'}:1", home=home))
+    assert gets() == 1
+    out_blob = tmp_path / "out/blobs/sha256" / digest[7:]
+    assert out_blob.read_bytes() == plain.blob_file(digest).read_bytes()
+
+    other = Registry(tmp_path / "other").start()
+    try:
+        plain.mark()
+        ok(bootc_embed(*args, f"docker://{other.host}/shared/out:1", home=home))
+        assert gets() == 1
+        assert other.blob_file(digest).read_bytes() == plain.blob_file(digest).read_bytes()
+    finally:
+        other.stop()
+
+
 def test_registry_output_reads_back_identically_through_diff_and_skopeo(
     plain: Registry, home: Path, tmp_path: Path
 ) -> None:

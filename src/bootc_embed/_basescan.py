@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _compress
-from ._digest import Prefixed, Reader, VerifyingReader
+from ._digest import Prefixed, Reader, Tee, VerifyingReader
 from ._model import Descriptor
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
 from ._transform import Progress
@@ -285,7 +285,7 @@ class BaseScanner:
         what = f"{source.reference}: base layer {desc.digest}"
         blob = source.open_raw(desc)
         if copy_to is not None:
-            blob = _Tee(blob, copy_to)  # type: ignore[assignment]
+            blob = Tee(blob, copy_to)  # type: ignore[assignment]
         with VerifyingReader(blob, desc.digest, desc.size, what) as raw:
             counted = raw if progress is None else _Advancing(raw, progress)
             head = counted.read(4)
@@ -314,20 +314,6 @@ class BaseScanner:
                 os.replace(tmp, path)
             except OSError:
                 pass
-
-
-class _Tee(Reader):
-    def __init__(self, raw: BinaryIO, copy_to: BinaryIO) -> None:
-        self._raw = raw
-        self._copy_to = copy_to
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self._copy_to.write(data)
-        return data
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 class _Advancing(Reader):

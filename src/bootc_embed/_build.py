@@ -542,17 +542,28 @@ def _shared_layer(
     """An app layer that is also base layer ``index`` (same blob digest), read once: the app
     layer's transform scans it for the base (when ``scan`` and no cached scan), and the app's
     copy of the blob, which this build checks against its digest either way (by the transform,
-    or on its own when the layer is reused), is what the output gets. The base's own copy is
-    not read. (If the app layer is
-    reused instead of made, a needed scan reads the app's copy on its own.)"""
+    or on its own when the layer is reused), is what the output gets: linked when it is a
+    local file, else staged by the transform's own read. The base's own copy is not read. (If
+    the app layer is reused instead of made, a needed scan reads the app's copy on its own.)"""
     if ctx.cancel.is_set():
         return None, None
     nodes = scanner.cached(desc, store) if scan else {}
     held = ctx.dest.has_blob(desc.digest) or ctx.dest.try_reuse(source, desc, stream=False)
     linked = None if held else _link_blob(job.source, desc, ctx.staging)
+    copy: BinaryIO | None = None
+    if not held and linked is None:  # not a local file: the transform's read stages a copy
+        fd, name = tempfile.mkstemp(dir=ctx.staging, prefix="blob-")
+        linked, copy = Path(name), os.fdopen(fd, "wb")
     layer_scan = LayerScan(store) if nodes is None else None
     try:
-        made = _produce(job, ctx, layer_scan.observe if layer_scan is not None else None)
+        try:
+            made = _produce(job, ctx, layer_scan.observe if layer_scan is not None else None, copy)
+        finally:
+            if copy is not None:
+                copy.close()
+        if copy is not None and linked is not None and (made is None or not made.input_read):
+            linked.unlink(missing_ok=True)  # reused, not read: the base's copy is placed
+            linked = None
         if made is not None and made.input_read and layer_scan is not None:
             nodes = layer_scan.finish()
             scanner.remember(desc, store, nodes)
@@ -641,9 +652,14 @@ def _key(job: LayerJob) -> ReuseKey:
     return ReuseKey(job.layer_id, job.diff_id, job.store, job.whiteouts, FORMAT_VERSION)
 
 
-def _produce(job: LayerJob, ctx: _Context, observe: Observer | None = None) -> LayerResult | None:
+def _produce(
+    job: LayerJob,
+    ctx: _Context,
+    observe: Observer | None = None,
+    copy_to: BinaryIO | None = None,
+) -> LayerResult | None:
     """One app layer's output: reused from the previous image or the cache, else made (with
-    ``observe`` seeing its input entries)."""
+    ``observe`` seeing its input entries and ``copy_to`` receiving its input blob)."""
     if ctx.cancel.is_set():
         return None
     label = f"{job.image} layer {job.index}/{job.count}"
@@ -659,7 +675,7 @@ def _produce(job: LayerJob, ctx: _Context, observe: Observer | None = None) -> L
         except DigestMismatchError:
             ctx.cache.drop(key, job.compression, job.level)  # corrupt entry: rebuild it
     with ctx.reporter.task(label) as progress:
-        made = transform_layer(job, ctx.staging, ctx.tmpdir, progress, observe)
+        made = transform_layer(job, ctx.staging, ctx.tmpdir, progress, observe, copy_to)
     if ctx.previous is not None and (same := ctx.previous.by_diff_id(made.diff_id)) is not None:
         # same content as a previous layer without our annotations: keep its blob
         reused = _fetch(same, job, ctx, label, "previous", made)

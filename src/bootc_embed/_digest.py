@@ -33,6 +33,22 @@ class Reader:
         return True
 
 
+class Tee(Reader):
+    """``raw``'s bytes, also written to ``copy_to`` as they are read."""
+
+    def __init__(self, raw: BinaryIO, copy_to: BinaryIO) -> None:
+        self._raw = raw
+        self._copy_to = copy_to
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._copy_to.write(data)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class Prefixed(Reader):
     """``head`` followed by the rest of ``raw`` (after sniffing a stream's first bytes)."""
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from . import _compress, _storage
-from ._digest import Prefixed, Reader
+from ._digest import Prefixed, Reader, Tee, VerifyingReader
 from ._model import FOREIGN_MARKERS, Descriptor
 from ._tar import (
     CHAR,
@@ -415,9 +415,16 @@ class _Counting(Reader):
 class _Input:
     """The input layer as a verified tar stream: blob digest, then diff_id, checked at the end."""
 
-    def __init__(self, job: LayerJob, progress: Progress, capture: bool) -> None:
+    def __init__(
+        self, job: LayerJob, progress: Progress, capture: bool, copy_to: BinaryIO | None = None
+    ) -> None:
         self.job = job
-        self._raw = open_blob(job.source, job.descriptor, job.what)
+        if copy_to is None:
+            self._raw = open_blob(job.source, job.descriptor, job.what)
+        else:  # the blob's bytes are also copied there as they are read
+            d = job.descriptor
+            tee = Tee(job.source.open_raw(d), copy_to)
+            self._raw = VerifyingReader(tee, d.digest, d.size, job.what)  # type: ignore[arg-type]
         counted = _Counting(self._raw, progress.advance)  # type: ignore[arg-type]
         head = counted.read(4)
         self.kind = _compress.detect(head)
@@ -473,21 +480,23 @@ def transform_layer(
     tmpdir: str | None = None,
     progress: Progress | None = None,
     observe: Observer | None = None,
+    copy_to: BinaryIO | None = None,
 ) -> LayerResult:
     """Transform one layer; the output blob is left in ``staging``. ``observe``, if given, is
     called with every entry of the input layer as it is read (it may set the reader's ``tap``
-    to see the entry's content too), once per entry."""
+    to see the entry's content too), once per entry. ``copy_to``, if given, receives the input
+    blob's bytes as they are read (whole and digest-checked once this returns)."""
     progress = progress or Progress()
     check_layer_descriptor(job.descriptor, job.what)
     try:
-        made = _attempt(job, staging, tmpdir, None, progress, observe)
+        made = _attempt(job, staging, tmpdir, None, progress, observe, copy_to)
     except _Restart as restart:
         plan = restart.plan
     else:
         made.input_read = True
         return made
     plan.finish()
-    made = _attempt(job, staging, tmpdir, plan, progress, None)
+    made = _attempt(job, staging, tmpdir, plan, progress, None, None)
     made.input_read = True
     return made
 
@@ -499,6 +508,7 @@ def _attempt(
     plan: _Classifier | None,
     progress: Progress,
     observe: Observer | None,
+    copy_to: BinaryIO | None,
 ) -> LayerResult:
     fd, name = tempfile.mkstemp(dir=staging, prefix="layer-")
     blob_path = Path(name)
@@ -509,7 +519,7 @@ def _attempt(
         ):
             out = _Out(job.compression, job.level, f)
             progress.start("embedding", job.descriptor.size)
-            inp = _Input(job, progress, capture=True)
+            inp = _Input(job, progress, capture=True, copy_to=copy_to)
             writer = _Writer(job, out, plan)
             try:
                 complete = writer.run(inp, tarsplit_file, observe)  # type: ignore[arg-type]
