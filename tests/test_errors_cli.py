@@ -262,6 +262,58 @@ def test_corrupt_config_blob(inputs):
 
 
 # --------------------------------------------------------------------------------------------
+# no space left
+
+
+def test_a_full_filesystem_is_named_and_leaves_nothing(inputs):
+    """The output goes to a 64 KiB tmpfs (in a mount namespace of its own): the build fails
+    with a message naming the output and what to free or move, exit 1, nothing left behind."""
+    import subprocess
+
+    from conftest import BOOTC_EMBED
+
+    small = inputs.tmp / "small"
+    small.mkdir()
+    big = TarBuilder().dir("srv/").file("srv/data", os.urandom(256 << 10)).bytes()
+    img = write_bad_app(inputs.tmp / "big", big)  # a valid app whose layer cannot fit
+    script = (
+        'mount -t tmpfs -o size=64k tmpfs "$1" && shift && "$@"; rc=$?; '
+        'ls -A "$SMALL" > "$SMALL.left"; exit $rc'
+    )
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(small),
+            str(BOOTC_EMBED),
+            "build",
+            "--base",
+            inputs.base.ref,
+            "--image",
+            f"{BAD_NAME}={img.ref}",
+            "--output",
+            f"oci:{small}/out:1",
+            "--no-cache",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SMALL": str(small)},
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"oci:{small}/out:1: No space left on device" in proc.stderr, proc.stderr
+    assert "nothing was written at the output" in proc.stderr
+    assert (inputs.tmp / "small.left").read_text() == ""  # no output, no staging leftovers
+
+
+# --------------------------------------------------------------------------------------------
 # wrong diff_id
 
 

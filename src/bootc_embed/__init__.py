@@ -26,6 +26,7 @@ from .errors import (
     ImageFormatError,
     ImageReferenceError,
     LayerContentError,
+    OutputError,
     UsageError,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "ImageFormatError",
     "ImageReferenceError",
     "LayerContentError",
+    "OutputError",
     "UsageError",
     "__version__",
     "build",

@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import copy
 import datetime
+import errno
 import functools
 import os
 import posixpath
@@ -62,7 +63,13 @@ from ._transports import (
     open_source,
     resolve,
 )
-from .errors import CompressionError, DigestMismatchError, ImageFormatError, UsageError
+from .errors import (
+    CompressionError,
+    DigestMismatchError,
+    ImageFormatError,
+    OutputError,
+    UsageError,
+)
 
 A_FORMAT = "io.bootc-embed.format"
 A_STORE = "io.bootc-embed.store"
@@ -277,9 +284,24 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> BuildResul
             quadlets,
             warnings,
         )
+    except OSError as e:
+        if e.errno not in _NO_ROOM:
+            raise
+        temp = options.tmpdir or tempfile.gettempdir()
+        cache = options.cache_dir or default_cache_dir()
+        raise OutputError(
+            f"{out_ref}: {os.strerror(e.errno)} while writing the output or the build's "
+            f"temporary files (blobs are staged where the output goes; spool files go to "
+            f"{temp}, --tmpdir moves them"
+            + (f"; the layer cache is in {cache}" if options.cache else "")
+            + "); nothing was written at the output"
+        ) from None
     finally:
         for s in sources:
             s.close()
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _quadlets(

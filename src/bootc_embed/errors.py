@@ -35,6 +35,11 @@ class CompressionError(BootcEmbedError):
     """Corrupt or truncated compressed data, or an unsupported compression setting."""
 
 
+class OutputError(BootcEmbedError):
+    """The output, or the temporary files of the build, cannot be written (no space left,
+    over quota, a read-only filesystem)."""
+
+
 __all__ = [
     "BootcEmbedError",
     "CompressionError",
@@ -42,5 +47,6 @@ __all__ = [
     "ImageFormatError",
     "ImageReferenceError",
     "LayerContentError",
+    "OutputError",
     "UsageError",
 ]
