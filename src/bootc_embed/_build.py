@@ -469,7 +469,7 @@ def _run(
                     for f in futures:
                         f.cancel()
                     # transfers blocked in other threads stop now, not at their stall timeout
-                    _interrupt(base_src, dest, *(app.source for app in apps))
+                    _interrupt(base_src, dest, previous, *(app.source for app in apps))
                     raise
         if view is None:
             view = merge_views(found[i] for i in reversed(range(len(base.manifest.layers))))

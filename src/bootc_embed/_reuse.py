@@ -228,6 +228,12 @@ class Previous:
     def open_raw(self, desc: Descriptor) -> BinaryIO:
         return self._source.open_raw(desc)
 
+    def interrupt(self) -> None:
+        """Stop the previous image's transfers now (a registry's), as the build fails."""
+        interrupt = getattr(self._source, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
     def close(self) -> None:
         self._source.close()
 
