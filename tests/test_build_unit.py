@@ -252,6 +252,52 @@ def test_output_into_an_existing_layout_keeps_its_other_tags(
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("exists", [True, False], ids=["existing-layout", "new-layout"])
+def test_builds_writing_other_tags_into_one_layout_at_once_keep_every_tag(
+    samples: SampleImages, tmp_path: Path, exists: bool
+) -> None:
+    # parallel CI jobs, one tag each, into one layout: index.json is read and rewritten by
+    # each; without the layout's lock some tags would be lost (or a build would fail)
+    import subprocess
+
+    from conftest import BOOTC_EMBED
+
+    out = tmp_path / "layout"
+    if exists:
+        _build(samples, f"oci:{out}:first")
+    images = [arg for a in samples.image_args for arg in ("--image", a)]
+    tags = [f"t{i}" for i in range(6)]
+    common = [str(BOOTC_EMBED), "build", "--base", samples.base, *images, "--no-cache"]
+    procs = [
+        subprocess.Popen(
+            [
+                *common,
+                "--no-storage-conf",
+                "--whiteouts",
+                ("xattr", "chardev", "ostree")[i % 3],
+                "--output",
+                f"oci:{out}:{tag}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, tag in enumerate(tags)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    manifests = json.loads((out / "index.json").read_text())["manifests"]
+    names = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in manifests)
+    assert names == sorted(tags + (["first"] if exists else []))
+    for name in names:
+        layout = Layout(out, name)
+        for d in layout.manifest["layers"]:
+            layout.blob(d["digest"])  # present and intact
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir()] == ["layout"]
+
+
 # -- whiteouts -------------------------------------------------------------------------------------
 
 # app1 layer 2 deletes bin/old-tool (bin/ not in the layer), usr/share/app/old-dir and

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -200,9 +203,13 @@ class _StagedLayout:
             self.add_blob_file(Path(tmp), digest)
         return digest
 
-    def _write_into_layout(self, manifest: bytes, media_type: str) -> None:
+    def _write_into_layout(
+        self, manifest: bytes, media_type: str, layout: Path | None = None
+    ) -> None:
+        """Move the staged blobs into ``layout`` (default: the one being filled) and tag the
+        manifest there; the caller holds the layout's lock when others may write to it."""
         digest = self.add_blob_bytes(manifest)
-        layout = self._layout
+        layout = layout or self._layout
         (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         index = _read_layout_index(layout, str(self.reference))
         for d, path in sorted(self._staged.items()):
@@ -224,9 +231,25 @@ class _StagedLayout:
         layout_file = layout / "oci-layout"
         if not layout_file.exists():
             layout_file.write_bytes(json_bytes({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
-        tmp = layout / ".index.json.bootc-embed.tmp"
-        tmp.write_bytes(json_bytes(index))
-        os.replace(tmp, layout / "index.json")
+        fd, tmp = tempfile.mkstemp(dir=layout, prefix=".index.json.bootc-embed-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json_bytes(index))
+            os.replace(tmp, layout / "index.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a directory (flock on its descriptor: no file is added to it)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class OCILayoutDestination(_StagedLayout):
@@ -256,9 +279,21 @@ class OCILayoutDestination(_StagedLayout):
         self._root = root
 
     def commit(self, manifest: bytes, media_type: str) -> None:
-        self._write_into_layout(manifest, media_type)
-        shutil.rmtree(self._staging, ignore_errors=True)
-        if self._new:
+        """Tag the image in the layout, under a lock, so that builds writing other tags into the
+        same layout at the same time all keep theirs (index.json is read and rewritten)."""
+        if not self._new:
+            with _locked(self._root):
+                self._write_into_layout(manifest, media_type)
+            shutil.rmtree(self._staging, ignore_errors=True)
+            return
+        with _locked(self._root.parent):  # creating the layout, or another build just did
+            if self._root.is_dir() and (self._root / "index.json").is_file():
+                with _locked(self._root):
+                    self._write_into_layout(manifest, media_type, self._root)
+                shutil.rmtree(self._layout, ignore_errors=True)
+                return
+            self._write_into_layout(manifest, media_type)
+            shutil.rmtree(self._staging, ignore_errors=True)
             try:
                 os.rename(self._layout, self._root)
             except OSError as e:
