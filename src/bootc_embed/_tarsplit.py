@@ -10,7 +10,9 @@ the CRC-64/ISO in its payload.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import IO, BinaryIO
 
@@ -32,7 +34,13 @@ def crc64(data: bytes | memoryview, crc: int = 0) -> int:
     return _crc64(data, crc) if crc else _crc64(data)
 
 
+# Printable ASCII that Go's encoder writes as is: no quote, backslash, <, > or &.
+_PLAIN = re.compile(r"[ !#-%'-;=?-\[\]-~]*")
+
+
 def _go_json_string(s: str) -> str:
+    if _PLAIN.fullmatch(s):
+        return f'"{s}"'  # the usual file name
     return (
         json.dumps(s, ensure_ascii=False)
         .replace("<", "\\u003c")
@@ -49,49 +57,44 @@ class TarSplitWriter:
     def __init__(self, sink: BinaryIO) -> None:
         self._gz = _compress.CompressingWriter("gzip", TARSPLIT_LEVEL, sink)
         self._position = 0
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self._pending = 0
 
-    def _add(self, line: str) -> None:
+    def _add(self, line: bytes) -> None:
         self._lines.append(line)
         self._pending += len(line)
         if self._pending >= 1 << 16:
             self._flush()
 
     def _flush(self) -> None:
-        self._gz.write("".join(self._lines).encode("utf-8"))
+        self._gz.write(b"".join(self._lines))
         self._lines.clear()
         self._pending = 0
 
     def segment(self, payload: bytes | memoryview) -> None:
         if not len(payload):
             return
-        line = '{"type":2,"payload":"%s","position":%d}\n' % (
-            base64.b64encode(payload).decode("ascii"),
-            self._position,
+        self._add(
+            b'{"type":2,"payload":"%b","position":%d}\n'
+            % (binascii.b2a_base64(payload, newline=False), self._position)
         )
-        self._add(line)
         self._position += 1
 
     def file(self, name: bytes, size: int, crc: int) -> None:
         try:
-            text = name.decode("utf-8")
-            name_part = '"name":' + _go_json_string(text)
+            name_part = b'"name":' + _go_json_string(name.decode("utf-8")).encode("utf-8")
         except UnicodeDecodeError:
-            name_part = '"name_raw":"%s"' % base64.b64encode(name).decode("ascii")
-        size_part = ',"size":%d' % size if size else ""
+            name_part = b'"name_raw":"%b"' % binascii.b2a_base64(name, newline=False)
+        size_part = b',"size":%d' % size if size else b""
         payload = (
-            '"%s"' % base64.b64encode(crc.to_bytes(8, "big")).decode("ascii")
+            b'"%b"' % binascii.b2a_base64(crc.to_bytes(8, "big"), newline=False)
             if size > 0
-            else "null"
+            else b"null"
         )
-        line = '{"type":1,%s%s,"payload":%s,"position":%d}\n' % (
-            name_part,
-            size_part,
-            payload,
-            self._position,
+        self._add(
+            b'{"type":1,%b%b,"payload":%b,"position":%d}\n'
+            % (name_part, size_part, payload, self._position)
         )
-        self._add(line)
         self._position += 1
 
     def close(self) -> None:
