@@ -243,10 +243,13 @@ class _StagedLayout:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on a directory (flock on its descriptor: no file is added to it)."""
+    """An exclusive lock on a directory (flock on its descriptor: no file is added to it).
+    Where a filesystem cannot lock (some network filesystems), the write goes ahead unlocked,
+    as it would with skopeo."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
