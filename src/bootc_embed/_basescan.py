@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _compress
-from ._digest import Prefixed, Reader, Tee, VerifyingReader
+from ._digest import Prefixed, Reader
 from ._model import Descriptor
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
 from ._transform import Progress
-from ._transports import ImageSource
+from ._transports import ImageSource, open_blob
 from .errors import CompressionError, ImageFormatError
 
 SCAN_VERSION = "1"
@@ -283,10 +283,7 @@ class BaseScanner:
         ``copy_to``, the blob's bytes are written there as they are read (one download serves
         the scan and the output's copy)."""
         what = f"{source.reference}: base layer {desc.digest}"
-        blob = source.open_raw(desc)
-        if copy_to is not None:
-            blob = Tee(blob, copy_to)  # type: ignore[assignment]
-        with VerifyingReader(blob, desc.digest, desc.size, what) as raw:
+        with open_blob(source, desc, what, copy_to) as raw:
             counted = raw if progress is None else _Advancing(raw, progress)
             head = counted.read(4)
             try:

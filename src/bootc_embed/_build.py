@@ -583,7 +583,7 @@ def _shared_layer(
         finally:
             if copy is not None:
                 copy.close()
-        if copy is not None and linked is not None and (made is None or not made.input_read):
+        if copy is not None and (made is None or not made.input_read):
             linked.unlink(missing_ok=True)  # reused, not read: the base's copy is placed
             linked = None
         if made is not None and made.input_read and layer_scan is not None:

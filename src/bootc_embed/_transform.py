@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from . import _compress, _storage
-from ._digest import Prefixed, Reader, Tee, VerifyingReader
+from ._digest import Prefixed, Reader
 from ._model import FOREIGN_MARKERS, Descriptor
 from ._tar import (
     CHAR,
@@ -419,12 +419,7 @@ class _Input:
         self, job: LayerJob, progress: Progress, capture: bool, copy_to: BinaryIO | None = None
     ) -> None:
         self.job = job
-        if copy_to is None:
-            self._raw = open_blob(job.source, job.descriptor, job.what)
-        else:  # the blob's bytes are also copied there as they are read
-            d = job.descriptor
-            tee = Tee(job.source.open_raw(d), copy_to)
-            self._raw = VerifyingReader(tee, d.digest, d.size, job.what)  # type: ignore[arg-type]
+        self._raw = open_blob(job.source, job.descriptor, job.what, copy_to)
         counted = _Counting(self._raw, progress.advance)  # type: ignore[arg-type]
         head = counted.read(4)
         self.kind = _compress.detect(head)
@@ -489,16 +484,11 @@ def transform_layer(
     progress = progress or Progress()
     check_layer_descriptor(job.descriptor, job.what)
     try:
-        made = _attempt(job, staging, tmpdir, None, progress, observe, copy_to)
+        return _attempt(job, staging, tmpdir, None, progress, observe, copy_to)
     except _Restart as restart:
         plan = restart.plan
-    else:
-        made.input_read = True
-        return made
     plan.finish()
-    made = _attempt(job, staging, tmpdir, plan, progress, None, None)
-    made.input_read = True
-    return made
+    return _attempt(job, staging, tmpdir, plan, progress, None, None)
 
 
 def _attempt(
@@ -549,6 +539,7 @@ def _attempt(
         whiteouts_dropped=live.whiteouts_dropped,
         left_out=len(live.left_out),
         left_out_paths=live.left_out,
+        input_read=True,
     )
 
 

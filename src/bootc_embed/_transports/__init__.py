@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from .._digest import VerifyingReader, sha256_digest
+from .._digest import Tee, VerifyingReader, sha256_digest
 from .._model import (
     INDEX_TYPES,
     Descriptor,
@@ -92,8 +92,15 @@ class ImageDestination(Protocol):
     def abort(self) -> None: ...
 
 
-def open_blob(source: ImageSource, desc: Descriptor, what: str) -> VerifyingReader:
-    return VerifyingReader(source.open_raw(desc), desc.digest, desc.size, what)
+def open_blob(
+    source: ImageSource, desc: Descriptor, what: str, copy_to: BinaryIO | None = None
+) -> VerifyingReader:
+    """``desc``'s bytes, checked against its digest and size; with ``copy_to``, also written
+    there as they are read (one read serves a consumer and a copy)."""
+    raw = source.open_raw(desc)
+    if copy_to is not None:
+        raw = Tee(raw, copy_to)  # type: ignore[assignment]
+    return VerifyingReader(raw, desc.digest, desc.size, what)
 
 
 def read_blob(source: ImageSource, desc: Descriptor, what: str) -> bytes:
