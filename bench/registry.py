@@ -616,20 +616,10 @@ def report(r: dict[str, Any]) -> str:
             f"{x['A']['requests']} / {x['B']['requests']}; {x['A']['blobs_downloaded']} "
             f"({x['A']['bytes_downloaded'] / MB:.0f} MB)",
         )
-    widths = [max(len(cells[i]) for cells in rows) for i in range(4)]
-    lines = [
-        "  ".join(
-            cell.rjust(w) if i == 1 else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-        for cells in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    mach = r["machine"]
+    lines = bench.table_lines(rows, right=(1,))
     head = (
-        f"bootc-embed registry transfers, {r['date']}: {mach['cpu']}, {mach['cores']} cores, "
-        f"load average at start {mach['loadavg_at_start'][0]:.2f}, source {mach['source']}\n"
-        f"clients (skopeo, bootc-embed): {r['pinning']}; registries A and B: not pinned"
+        bench.heading("bootc-embed registry transfers", r)
+        + f"\nclients (skopeo, bootc-embed): {r['pinning']}; registries A and B: not pinned"
     )
     return head + "\n" + "\n".join(lines)
 

@@ -36,7 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -809,25 +809,32 @@ def report(results: dict[str, Any]) -> str:
             "bytes added: recipe / bootc-embed",
             f"{recipe['bytes_added'] / embed['bytes_added']:.1f}x",
         )
-    widths = [
-        max(len(cells[i]) for cells in [("measure", "value", "target", "result"), *rows])
-        for i in range(4)
+    lines = table_lines([("measure", "value", "target", "result"), *rows], right=(1,))
+    return heading("bootc-embed benchmark", r) + "\n" + "\n".join(lines)
+
+
+def table_lines(rows: Sequence[Sequence[str]], right: Container[int]) -> list[str]:
+    """``rows`` (the header first) as aligned text columns, a rule under the header; the
+    columns in ``right`` are right-aligned. Shared by every bench/ table."""
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+        for cells in rows
     ]
-    lines = []
-    for cells in [("measure", "value", "target", "result"), *rows]:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i != 1 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            ).rstrip()
-        )
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def heading(title: str, r: dict[str, Any]) -> str:
+    """A bench/ table's first line: what, when, which machine, which source."""
     m = r["machine"]
-    head = (
-        f"bootc-embed benchmark, {r['date']}: {m['cpu']}, {m['cores']} cores, "
+    return (
+        f"{title}, {r['date']}: {m['cpu']}, {m['cores']} cores, "
         f"load average at start {m['loadavg_at_start'][0]:.2f}, source {m['source']}"
     )
-    return head + "\n" + "\n".join(lines)
 
 
 def targets(results: dict[str, Any]) -> dict[str, bool | None]:

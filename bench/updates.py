@@ -485,22 +485,8 @@ def report(r: dict[str, Any]) -> str:
         "",
         "diff_matches_manifests",
     )
-    widths = [max(len(cells[i]) for cells in rows) for i in range(len(header))]
-    lines = []
-    for cells in rows:
-        lines.append(
-            "  ".join(
-                cell.rjust(w) if i in (1, 2) else cell.ljust(w)
-                for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-            ).rstrip()
-        )
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    m = r["machine"]
-    head = (
-        f"bootc-embed update cost, {r['date']}: {m['cpu']}, {m['cores']} cores, "
-        f"load average at start {m['loadavg_at_start'][0]:.2f}, source {m['source']}"
-    )
-    return head + "\n" + "\n".join(lines)
+    lines = bench.table_lines(rows, right=(1, 2))
+    return bench.heading("bootc-embed update cost", r) + "\n" + "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------
