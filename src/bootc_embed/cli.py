@@ -224,9 +224,10 @@ def build_cmd(
 ) -> None:
     """Embed app images into a bootc base image.
 
-    REF is oci:DIR[:TAG] or oci-archive:FILE[:TAG]. Each app layer becomes one output layer
-    holding its files under STORE/overlay/<layer-id>/diff/; a final layer holds the store's
-    metadata. Base layers pass through untouched.
+    REF is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://HOST/REPO[:TAG|@DIGEST],
+    containers-storage:NAME or (input only) docker-archive:FILE[:NAME]. Each app layer becomes
+    one output layer holding its files under STORE/overlay/<layer-id>/diff/; a final layer holds
+    the store's metadata. Base layers pass through untouched.
     """
     options = BuildOptions(
         base=base,
