@@ -19,6 +19,7 @@ from ._build import (
     build,
 )
 from ._storage import DEFAULT_STORE
+from ._version import __version__
 from .errors import (
     BootcEmbedError,
     CompressionError,
@@ -29,8 +30,6 @@ from .errors import (
     OutputError,
     UsageError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_STORE",

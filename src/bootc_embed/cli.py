@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from . import __version__, _compress
+from . import _compress
 from ._build import BuildOptions, BuildResult, build
 from ._reuse import parse_size
 from ._storage import DEFAULT_STORE
 from ._transports import TransportOptions
+from ._version import __version__
 from .errors import BootcEmbedError, UsageError
 
 EXIT_FAILURE = 1

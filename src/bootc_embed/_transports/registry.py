@@ -46,7 +46,6 @@ from typing import BinaryIO
 
 import httpx
 
-from .. import __version__
 from .._digest import Reader, VerifyingReader, check_algorithm, sha256_digest
 from .._model import (
     DOCKER_LIST,
@@ -60,6 +59,7 @@ from .._model import (
     sniff_media_type,
 )
 from .._reference import Reference
+from .._version import __version__
 from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
 from . import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
 from ._auth import Lookup, find_credentials
