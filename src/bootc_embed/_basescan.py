@@ -24,8 +24,8 @@ from typing import Any, BinaryIO
 from . import _compress
 from ._digest import Prefixed, Reader
 from ._model import Descriptor
+from ._progress import Progress
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
-from ._transform import Progress
 from ._transports import ImageSource, open_blob
 from .errors import CompressionError, ImageFormatError
 

@@ -24,7 +24,7 @@ from ._bound import Quadlet, bound_images, check_quadlet_name, parse_quadlet
 from ._digest import VerifyingReader, sha256_digest
 from ._existing import ExistingStore
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
-from ._progress import NullReporter, Reporter
+from ._progress import NullReporter, Progress, Reporter
 from ._reference import ImageName, Reference, parse_image_name, parse_reference, split_image_arg
 from ._reuse import (
     A_IMAGE,
@@ -48,7 +48,6 @@ from ._transform import (
     LayerJob,
     LayerResult,
     Observer,
-    Progress,
     check_layer_descriptor,
     transform_layer,
 )

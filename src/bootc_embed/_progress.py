@@ -8,7 +8,15 @@ import threading
 from collections.abc import Iterator
 from typing import Protocol
 
-from ._transform import Progress
+
+class Progress:
+    """Progress of one layer; the default does nothing."""
+
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
 
 
 class Reporter(Protocol):

@@ -28,6 +28,7 @@ from typing import BinaryIO, Literal
 from . import _compress, _storage
 from ._digest import Prefixed, Reader
 from ._model import FOREIGN_MARKERS, Descriptor
+from ._progress import Progress
 from ._tar import (
     CHAR,
     CONT,
@@ -70,16 +71,6 @@ _INPUT_COMPRESSION = {
     "zstd": _storage.COMPRESSION_ZSTD,
     "none": _storage.COMPRESSION_NONE,
 }
-
-
-class Progress:
-    """Progress of one layer; the default does nothing."""
-
-    def start(self, phase: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
 
 
 @dataclass(frozen=True)
