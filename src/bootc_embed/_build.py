@@ -518,12 +518,11 @@ def _run(
             previous.close()
 
 
-def _interrupt(*endpoints: object) -> None:
+def _interrupt(*endpoints: ImageSource | ImageDestination | Previous | None) -> None:
     for endpoint in endpoints:
-        interrupt = getattr(endpoint, "interrupt", None)
-        if interrupt is not None:
+        if endpoint is not None:
             with contextlib.suppress(Exception):
-                interrupt()
+                endpoint.interrupt()
 
 
 def _collect(

@@ -230,9 +230,7 @@ class Previous:
 
     def interrupt(self) -> None:
         """Stop the previous image's transfers now (a registry's), as the build fails."""
-        interrupt = getattr(self._source, "interrupt", None)
-        if interrupt is not None:
-            interrupt()
+        self._source.interrupt()
 
     def close(self) -> None:
         self._source.close()

@@ -219,5 +219,8 @@ class DockerArchiveSource:
             return None
         return self._path, layer[0]
 
+    def interrupt(self) -> None:
+        pass  # local files: no transfer to stop
+
     def close(self) -> None:
         self._file.close()

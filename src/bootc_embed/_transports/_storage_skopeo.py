@@ -21,7 +21,7 @@ from typing import BinaryIO
 from .._model import Descriptor
 from .._reference import Reference, normalize_docker_name
 from ..errors import ImageReferenceError, UsageError
-from . import ImageSource
+from ._base import ImageSource
 from .oci import OCILayoutDestination, OCILayoutSource
 
 _TAG = "image"
@@ -104,6 +104,9 @@ class StorageSource:
     def blob_path(self, desc: Descriptor) -> tuple[Path, int] | None:
         return self._inner.blob_path(desc)
 
+    def interrupt(self) -> None:
+        self._inner.interrupt()
+
     def close(self) -> None:
         self._inner.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -149,6 +152,9 @@ class StorageDestination:
             )
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def interrupt(self) -> None:
+        self._inner.interrupt()
 
     def abort(self) -> None:
         self._inner.abort()

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .._digest import check_algorithm, sha256_digest
-from .._model import OCI_INDEX, OCI_LAYOUT_VERSION, Descriptor, index_manifests, load_json
+from .._model import (
+    OCI_INDEX,
+    OCI_LAYOUT_VERSION,
+    Descriptor,
+    index_manifests,
+    json_bytes,
+    load_json,
+)
 from .._reference import Reference
 from .._tar import DIR, END_OF_ARCHIVE, REG, padding, tar_header
 from ..errors import ImageFormatError, ImageReferenceError
-from . import json_bytes
 
 REF_NAME = "org.opencontainers.image.ref.name"
 _COPY_CHUNK = 1 << 20
@@ -77,6 +83,9 @@ class _LayoutSource:
     def top_descriptor(self) -> Descriptor:
         entries = index_manifests(self._index, f"{self.reference}: index.json")
         return _choose(entries, self.reference.tag, str(self.reference))
+
+    def interrupt(self) -> None:
+        pass  # local files: no transfer to stop
 
     def _blob_name(self, desc: Descriptor) -> str:
         check_algorithm(desc.digest, str(self.reference))
@@ -176,6 +185,9 @@ class _StagedLayout:
 
     def try_reuse(self, source: object, desc: Descriptor, stream: bool = True) -> bool:
         return False
+
+    def interrupt(self) -> None:
+        pass  # local files: no transfer to stop
 
     def has_blob(self, digest: str) -> bool:
         if digest in self._staged:

@@ -61,8 +61,8 @@ from .._model import (
 from .._reference import Reference
 from .._version import __version__
 from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
-from . import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
 from ._auth import Lookup, find_credentials
+from ._base import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
 from ._registries_conf import Endpoint
 from ._registries_conf import load as load_registries_conf
 
