@@ -46,8 +46,8 @@ from typing import BinaryIO
 
 import httpx
 
-from .._digest import Reader, VerifyingReader, check_algorithm, sha256_digest
-from .._model import (
+from ..._digest import Reader, VerifyingReader, check_algorithm, sha256_digest
+from ..._model import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     INDEX_TYPES,
@@ -58,13 +58,13 @@ from .._model import (
     load_json,
     sniff_media_type,
 )
-from .._reference import Reference
-from .._version import __version__
-from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
-from ._auth import Lookup, find_credentials
-from ._base import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
-from ._registries_conf import Endpoint
-from ._registries_conf import load as load_registries_conf
+from ..._reference import Reference
+from ..._version import __version__
+from ...errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
+from .._auth import Lookup, find_credentials
+from .._base import MAX_METADATA_BYTES, ImageSource, TransportOptions, open_blob
+from .._registries_conf import Endpoint
+from .._registries_conf import load as load_registries_conf
 
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
