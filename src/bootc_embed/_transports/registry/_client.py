@@ -23,14 +23,14 @@ from ..._version import __version__
 from ...errors import ImageReferenceError, UsageError
 from .._auth import Lookup, find_credentials
 from .._base import TransportOptions
-from ._tls import _is_tls_error, _ssl_context, cert_dirs
+from ._tls import cert_dirs, is_tls_error, ssl_context
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 5
 _DEFAULT_TIMEOUT = 60.0
 
 
-def _timeout() -> float:
+def stall_timeout() -> float:
     """Seconds without progress after which a transfer is called stalled
     (``BOOTC_EMBED_REGISTRY_TIMEOUT``, default 60)."""
     text = os.environ.get("BOOTC_EMBED_REGISTRY_TIMEOUT", "").strip()
@@ -45,7 +45,9 @@ def _timeout() -> float:
     return value
 
 
-def _backoff(attempt: int, resp: httpx.Response | None = None) -> float:
+def backoff(attempt: int, resp: httpx.Response | None = None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: doubling from
+    ``BOOTC_EMBED_REGISTRY_BACKOFF`` (default 0.5), or the server's Retry-After (up to 30)."""
     base = float(os.environ.get("BOOTC_EMBED_REGISTRY_BACKOFF", "0.5") or 0.5)
     delay = base * (2**attempt)
     if resp is not None:
@@ -102,7 +104,7 @@ def parse_challenges(header: str) -> list[Challenge]:
     return out
 
 
-def _errors(resp: httpx.Response) -> tuple[str, str]:
+def error_body(resp: httpx.Response) -> tuple[str, str]:
     """(first error code, its message) from a registry error body, or ("", "")."""
     try:
         body = resp.read()
@@ -132,8 +134,8 @@ class RegistryClient:
             host, repository, authfile=options.authfile, creds=options.creds
         )
         self.skip_verify = options.tls_verify is False or (options.tls_verify is None and insecure)
-        self._ctx = _ssl_context(tuple(cert_dirs(host, options.cert_dir)), not self.skip_verify)
-        timeout = _timeout()
+        self._ctx = ssl_context(tuple(cert_dirs(host, options.cert_dir)), not self.skip_verify)
+        timeout = stall_timeout()
         self._http = httpx.Client(
             verify=self._ctx,
             http1=True,
@@ -155,7 +157,7 @@ class RegistryClient:
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _count(self, key: str) -> None:
+    def count(self, key: str) -> None:
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + 1
 
@@ -177,10 +179,10 @@ class RegistryClient:
         try:
             resp = self._get_with_retries(f"https://{api}/v2/")
         except httpx.TransportError as https_error:
-            if _is_tls_error(https_error) and "WRONG_VERSION_NUMBER" not in str(https_error):
+            if is_tls_error(https_error) and "WRONG_VERSION_NUMBER" not in str(https_error):
                 # it speaks TLS, with a certificate we do not accept: plain HTTP will not help
                 raise ImageReferenceError(
-                    f"{self.host}: TLS with the registry failed: {_why(https_error)}; give its "
+                    f"{self.host}: TLS with the registry failed: {why(https_error)}; give its "
                     f"CA (or a client certificate) with --cert-dir, or --tls-verify=false"
                 ) from None
             if isinstance(https_error, httpx.TimeoutException) or not insecure_ok:
@@ -192,18 +194,18 @@ class RegistryClient:
                     "(or --cert-dir for its CA)"
                 )
                 raise ImageReferenceError(
-                    f"{self.host}: cannot reach the registry over HTTPS: {_why(https_error)}{hint}"
+                    f"{self.host}: cannot reach the registry over HTTPS: {why(https_error)}{hint}"
                 ) from None
             try:
                 resp = self._get_with_retries(f"http://{api}/v2/")
             except httpx.TransportError:
                 raise ImageReferenceError(
-                    f"{self.host}: cannot reach the registry over HTTPS ({_why(https_error)}) "
+                    f"{self.host}: cannot reach the registry over HTTPS ({why(https_error)}) "
                     f"nor plain HTTP"
                 ) from None
             if resp.status_code not in (200, 401):
                 raise ImageReferenceError(
-                    f"{self.host}: cannot reach the registry over HTTPS: {_why(https_error)}"
+                    f"{self.host}: cannot reach the registry over HTTPS: {why(https_error)}"
                 ) from None
         self._check_ping(resp)
         return f"{resp.url.scheme}://{api}"
@@ -213,12 +215,12 @@ class RegistryClient:
             try:
                 resp = self._http.get(url)
             except (httpx.ConnectTimeout, httpx.ReadError, httpx.RemoteProtocolError) as e:
-                if attempt == MAX_ATTEMPTS - 1 or _is_tls_error(e):
+                if attempt == MAX_ATTEMPTS - 1 or is_tls_error(e):
                     raise
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt))
                 continue
             if resp.status_code in RETRY_STATUS and attempt < MAX_ATTEMPTS - 1:
-                time.sleep(_backoff(attempt, resp))
+                time.sleep(backoff(attempt, resp))
                 continue
             return resp
         raise AssertionError("unreachable")
@@ -267,7 +269,7 @@ class RegistryClient:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _check_interrupted(self, what: str) -> None:
+    def check_interrupted(self, what: str) -> None:
         if self.interrupted:
             raise ImageReferenceError(f"{what}: interrupted")
 
@@ -300,10 +302,10 @@ class RegistryClient:
             token, lifetime = self._fetch_token(scopes)
             margin = min(10.0, lifetime / 4)
             self._tokens[scopes] = (token, time.monotonic() + lifetime - margin)
-            self._count("token")
+            self.count("token")
             return token
 
-    def _drop_token(self, scopes: tuple[str, ...]) -> None:
+    def drop_token(self, scopes: tuple[str, ...]) -> None:
         with self._token_lock:
             self._tokens.pop(scopes, None)
 
@@ -341,17 +343,18 @@ class RegistryClient:
                     resp = self._http.get(realm, params=params, auth=auth)
             except httpx.TimeoutException:
                 raise ImageReferenceError(
-                    f"{self.host}: the token server {realm} did not answer within {_timeout():g} s"
+                    f"{self.host}: the token server {realm} did not answer within "
+                    f"{stall_timeout():g} s"
                 ) from None
             except httpx.TransportError as e:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise ImageReferenceError(
-                        f"{self.host}: cannot reach the token server {realm}: {_why(e)}"
+                        f"{self.host}: cannot reach the token server {realm}: {why(e)}"
                     ) from None
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt))
                 continue
             if resp.status_code in RETRY_STATUS and attempt < MAX_ATTEMPTS - 1:
-                time.sleep(_backoff(attempt, resp))
+                time.sleep(backoff(attempt, resp))
                 continue
             break
         assert resp is not None
@@ -403,30 +406,30 @@ class RegistryClient:
         reauthorized = False
         attempt = 0
         while True:
-            self._check_interrupted(what)
+            self.check_interrupted(what)
             hdrs = dict(headers or {})
             auth = self._authorization(scopes)
             if auth:
                 hdrs["Authorization"] = auth
-            self._count(method)
+            self.count(method)
             body = content() if callable(content) else content
             try:
                 req = self._http.build_request(method, url, headers=hdrs, content=body)
                 resp = self._http.send(req, stream=stream)
             except httpx.TimeoutException:
-                self._check_interrupted(what)
+                self.check_interrupted(what)
                 raise ImageReferenceError(
-                    f"{what}: {self.host} did not answer within {_timeout():g} s "
+                    f"{what}: {self.host} did not answer within {stall_timeout():g} s "
                     f"(stalled {method} request; BOOTC_EMBED_REGISTRY_TIMEOUT sets the limit)"
                 ) from None
             except httpx.TransportError as e:
-                self._check_interrupted(what)
-                if replayable and attempt < MAX_ATTEMPTS - 1 and not _is_tls_error(e):
-                    time.sleep(_backoff(attempt))
+                self.check_interrupted(what)
+                if replayable and attempt < MAX_ATTEMPTS - 1 and not is_tls_error(e):
+                    time.sleep(backoff(attempt))
                     attempt += 1
                     continue
                 raise ImageReferenceError(
-                    f"{what}: connection to {self.host} failed: {_why(e)}"
+                    f"{what}: connection to {self.host} failed: {why(e)}"
                 ) from None
             if (
                 resp.status_code == 401
@@ -439,7 +442,7 @@ class RegistryClient:
                 continue
             if resp.status_code in RETRY_STATUS and replayable and attempt < MAX_ATTEMPTS - 1:
                 resp.close()
-                time.sleep(_backoff(attempt, resp))
+                time.sleep(backoff(attempt, resp))
                 attempt += 1
                 continue
             return resp
@@ -453,7 +456,7 @@ class RegistryClient:
         now = self._challenge
         assert now is not None
         if now.scheme == "bearer":
-            self._drop_token(scopes)
+            self.drop_token(scopes)
             return True
         sent_basic = had is not None and had.scheme == "basic"
         creds = self.lookup.credentials
@@ -464,7 +467,7 @@ class RegistryClient:
     ) -> Exception:
         """The error for an unexpected answer: auth (with the credentials tried), not found
         (naming the repository, tag or blob), or the registry's own message."""
-        code, message = _errors(resp)
+        code, message = error_body(resp)
         status = resp.status_code
         detail = f": {message}" if message else ""
         if status in (401, 403):
@@ -484,7 +487,8 @@ class RegistryClient:
         )
 
 
-def _why(e: BaseException) -> str:
+def why(e: BaseException) -> str:
+    """An exception's text for a message (at most 300 characters)."""
     text = str(e) or type(e).__name__
     return text if len(text) < 300 else text[:300] + "..."
 

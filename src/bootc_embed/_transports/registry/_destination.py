@@ -25,7 +25,7 @@ from ..._reference import Reference
 from ...errors import DigestMismatchError, ImageReferenceError
 from .._base import ImageSource, TransportOptions, open_blob
 from .._registries_conf import load as load_registries_conf
-from ._client import RETRY_STATUS, RegistryClient, _backoff, _errors
+from ._client import RETRY_STATUS, RegistryClient, backoff, error_body
 from ._source import RegistrySource
 
 UPLOAD_WORKERS = 4
@@ -231,7 +231,7 @@ class RegistryDestination:
                 return
             except _Retry as e:
                 last = e.error
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt))
         assert last is not None
         raise last
 
@@ -270,7 +270,7 @@ class RegistryDestination:
                 raise _Retry(e) from None
             if resp.status_code in RETRY_STATUS or resp.status_code == 401:
                 if resp.status_code == 401:
-                    c._drop_token(scopes)
+                    c.drop_token(scopes)
                 raise _Retry(c.error(resp, what))
             if resp.status_code != 202:
                 raise c.error(resp, what)
@@ -286,7 +286,7 @@ class RegistryDestination:
             what=what,
             headers={"Content-Length": "0"},
         )
-        if resp.status_code == 400 and _errors(resp)[0] == "DIGEST_INVALID":
+        if resp.status_code == 400 and error_body(resp)[0] == "DIGEST_INVALID":
             raise DigestMismatchError(
                 f"{what}: the registry computed another digest for the uploaded bytes"
             )

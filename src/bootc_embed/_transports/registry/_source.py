@@ -31,7 +31,7 @@ from ...errors import DigestMismatchError, ImageFormatError, ImageReferenceError
 from .._base import MAX_METADATA_BYTES, TransportOptions
 from .._registries_conf import Endpoint
 from .._registries_conf import load as load_registries_conf
-from ._client import RegistryClient, _backoff, _errors, _timeout, _why
+from ._client import RegistryClient, backoff, error_body, stall_timeout, why
 
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 MAX_RESUMES = 5
@@ -106,23 +106,23 @@ class _BlobReader(Reader):
                 chunk = self._next_chunk()
             except httpx.TimeoutException:
                 self.close()
-                self._client._check_interrupted(self._what)
+                self._client.check_interrupted(self._what)
                 raise ImageReferenceError(
                     f"{self._what}: download of blob {self._desc.digest} stalled: no data for "
-                    f"{_timeout():g} s after {self._pos} of {self._desc.size} bytes "
+                    f"{stall_timeout():g} s after {self._pos} of {self._desc.size} bytes "
                     f"(BOOTC_EMBED_REGISTRY_TIMEOUT sets the limit)"
                 ) from None
             except httpx.TransportError as e:
                 self.close()
-                self._client._check_interrupted(self._what)
+                self._client.check_interrupted(self._what)
                 if self._pos >= self._desc.size or self._resumes >= MAX_RESUMES:
                     raise ImageReferenceError(
                         f"{self._what}: download of blob {self._desc.digest} failed after "
-                        f"{self._pos} of {self._desc.size} bytes: {_why(e)}"
+                        f"{self._pos} of {self._desc.size} bytes: {why(e)}"
                     ) from None
-                time.sleep(_backoff(self._resumes))
+                time.sleep(backoff(self._resumes))
                 self._resumes += 1
-                self._client._count("resume")
+                self._client.count("resume")
                 self._open()
                 continue
             if chunk is None:
@@ -268,7 +268,7 @@ class RegistrySource:
                         raise ImageReferenceError(f"{what}: the manifest is too large")
             except httpx.TransportError as e:
                 raise ImageReferenceError(
-                    f"{what}: reading the manifest failed: {_why(e)}"
+                    f"{what}: reading the manifest failed: {why(e)}"
                 ) from None
             media_type = resp.headers.get("Content-Type", "").partition(";")[0].strip()
             return bytes(raw), media_type
@@ -283,7 +283,7 @@ class RegistrySource:
             )
         except ImageReferenceError:
             return ""
-        if resp.status_code == 404 and _errors(resp)[0] == "NAME_UNKNOWN":
+        if resp.status_code == 404 and error_body(resp)[0] == "NAME_UNKNOWN":
             raise ImageReferenceError(f"{what}: repository {c.name} does not exist")
         if resp.status_code != 200:
             return ""

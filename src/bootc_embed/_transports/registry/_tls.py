@@ -33,7 +33,7 @@ def cert_dirs(host: str, cert_dir: str | None) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=16)
-def _ssl_context(dirs: tuple[Path, ...], verify: bool) -> ssl.SSLContext:
+def ssl_context(dirs: tuple[Path, ...], verify: bool) -> ssl.SSLContext:
     ctx = ssl.create_default_context()  # the system's CAs
     if not verify:
         ctx.check_hostname = False
@@ -59,7 +59,7 @@ def _ssl_context(dirs: tuple[Path, ...], verify: bool) -> ssl.SSLContext:
     return ctx
 
 
-def _is_tls_error(e: BaseException) -> bool:
+def is_tls_error(e: BaseException) -> bool:
     """A TLS failure (certificate, handshake): trying again does not help."""
     seen: BaseException | None = e
     for _ in range(10):
