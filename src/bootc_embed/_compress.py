@@ -53,7 +53,7 @@ from typing import BinaryIO, Final, Literal, NoReturn
 import zstandard
 from isal import igzip_lib, isal_zlib
 
-from bootc_embed.errors import CompressionError
+from .errors import CompressionError
 
 __all__ = [
     "CHUNK_SIZE",

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bootc_embed import BootcEmbedError, BuildOptions, build
-from bootc_embed._compress import compress_bytes
+from ._build import BuildOptions, build
+from ._compress import compress_bytes
+from .errors import BootcEmbedError
 
 if TYPE_CHECKING:
     from rich.console import Console
