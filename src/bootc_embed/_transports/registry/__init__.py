@@ -12,11 +12,11 @@ the same registry are mounted (``?mount=&from=``). The manifest is PUT last, at
 :meth:`RegistryDestination.commit`: an error or Ctrl-C before that leaves no new tag.
 
 Auth: anonymous, HTTP basic and bearer tokens (``WWW-Authenticate: Bearer realm=...``, pull and
-push scopes, refreshed on expiry and on 401); credentials from :mod:`._auth`. TLS: the system's
+push scopes, refreshed on expiry and on 401); credentials from :mod:`.._auth`. TLS: the system's
 CAs plus ``--cert-dir`` (or ``/etc/containers/certs.d/HOST``...), ``--tls-verify=false``; plain
 HTTP only when TLS verification is off or the registry is on this machine (localhost, loopback).
 
-registries.conf (:mod:`._registries_conf`): a pull tries the mirrors, then the primary location
+registries.conf (:mod:`.._registries_conf`): a pull tries the mirrors, then the primary location
 (rewritten by ``location``), and keeps the first that serves the manifest; ``insecure`` acts as
 ``--tls-verify=false`` for that location unless ``--tls-verify`` is given; ``blocked`` refuses.
 """
