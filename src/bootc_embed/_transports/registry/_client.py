@@ -252,22 +252,23 @@ class RegistryClient:
 
     def _track(self, resp: httpx.Response) -> None:
         stream = resp.extensions.get("network_stream")
-        if stream is not None:
-            with self._lock:
-                self._streams.add(stream)
+        if stream is None:
+            return
+        with self._lock:
+            self._streams.add(stream)
+            late = self.interrupted
+        if late:  # the answer arrived after interrupt() looked at the streams: stop it too
+            _shut_down(stream)
 
     def interrupt(self) -> None:
         """Stop every transfer now (Ctrl-C): shut down the sockets of the connections in use,
         so that a read or write blocked in another thread returns at once instead of waiting
         for the stall timeout; no request is started or retried afterwards."""
-        self.interrupted = True
-        with self._lock:
+        with self._lock:  # under the lock: a stream _track adds later sees the flag
+            self.interrupted = True
             streams = list(self._streams)
         for stream in streams:
-            sock = stream.get_extra_info("socket")  # type: ignore[attr-defined]
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            _shut_down(stream)
 
     def check_interrupted(self, what: str) -> None:
         if self.interrupted:
@@ -497,3 +498,12 @@ def _login_hint(lookup: Lookup) -> str:
     if lookup.credentials is None:
         return "; give --creds USER:PASSWORD or --authfile, or log in with podman login"
     return ""
+
+
+def _shut_down(stream: object) -> None:
+    """Shut down a connection's socket, so that a read or write blocked on it returns now."""
+    get_extra_info = getattr(stream, "get_extra_info", None)  # httpcore's NetworkStream
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
