@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._contract import A_IMAGE, A_LAYER
 from ._model import Descriptor, Platform
 from ._reference import parse_reference
-from ._reuse import A_IMAGE, A_LAYER
 from ._transports import TransportOptions, open_source, resolve
 
 BASE = "base"

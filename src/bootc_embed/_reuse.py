@@ -26,23 +26,27 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import _compress, _storage
+from ._contract import A_LAYER, A_LEFT_OUT_COUNT, A_WHITEOUT_COUNT, LayerKind, ReuseKey, StorePaths
 from ._digest import Prefixed
 from ._model import Descriptor, Platform
 from ._reference import Reference
 from ._transports import ResolvedImage, TransportOptions, open_blob, open_source, resolve
 from .errors import BootcEmbedError
 
-A_LAYER = "io.bootc-embed.layer"
-A_LAYER_ID = "io.bootc-embed.layer.id"
-A_SOURCE_DIFF_ID = "io.bootc-embed.source.diff-id"
-A_STORE = "io.bootc-embed.store"
-A_WHITEOUTS = "io.bootc-embed.whiteouts"
-A_FORMAT = "io.bootc-embed.format"
-A_IMAGE = "io.bootc-embed.image"
-A_WHITEOUT_COUNT = "io.bootc-embed.layer.whiteouts"
-A_LEFT_OUT_COUNT = "io.bootc-embed.layer.left-out"
+_COMPRESSION_OF_MEDIA_TYPE = {"gzip": _storage.COMPRESSION_GZIP, "zstd": _storage.COMPRESSION_ZSTD}
 
-_COMPRESSION_OF_MEDIA_TYPE = {"gzip": 2, "zstd": 4}
+
+# What decides a layer's bytes (besides the compressors): a change in any of them changes the
+# cache's keys.
+_CODE_FILES = (
+    "_compress.py",
+    "_contract.py",
+    "_layerpath.py",
+    "_storage.py",
+    "_tar.py",
+    "_tarsplit.py",
+    "_transform.py",
+)
 
 
 def _code_identity() -> str:
@@ -53,40 +57,12 @@ def _code_identity() -> str:
 
     h = hashlib.sha256(f"isal {isal.__version__} zstandard {zstandard.__version__}".encode())
     here = Path(__file__).parent
-    for name in ("_compress.py", "_storage.py", "_tar.py", "_tarsplit.py", "_transform.py"):
+    for name in _CODE_FILES:
         h.update((here / name).read_bytes())
     return h.hexdigest()
 
 
 _CODE_IDENTITY = _code_identity()
-
-
-@dataclass(frozen=True)
-class ReuseKey:
-    """What an app layer's output content depends on."""
-
-    layer_id: str
-    source_diff_id: str
-    store: str
-    whiteouts: str
-    format: str
-
-    @classmethod
-    def from_annotations(cls, a: dict[str, str]) -> ReuseKey | None:
-        try:
-            return cls(a[A_LAYER_ID], a[A_SOURCE_DIFF_ID], a[A_STORE], a[A_WHITEOUTS], a[A_FORMAT])
-        except KeyError:
-            return None
-
-    def annotations(self) -> dict[str, str]:
-        return {
-            A_LAYER: "app",
-            A_LAYER_ID: self.layer_id,
-            A_SOURCE_DIFF_ID: self.source_diff_id,
-            A_STORE: self.store,
-            A_WHITEOUTS: self.whiteouts,
-            A_FORMAT: self.format,
-        }
 
 
 @dataclass(frozen=True)
@@ -158,7 +134,7 @@ class Previous:
             key = ReuseKey.from_annotations(desc.annotations)
             if key is not None:
                 self._by_key[key] = (desc, diff_id)
-            if desc.annotations.get(A_LAYER) == "metadata":
+            if desc.annotations.get(A_LAYER) == LayerKind.METADATA:
                 self.metadata = (desc, diff_id)
         if self.metadata is None and m.layers:
             self.metadata = (m.layers[-1], diff_ids[-1])  # older outputs: the last layer
@@ -176,7 +152,7 @@ class Previous:
         records: dict[str, dict[str, Any]] = {}
         if self.metadata is None:
             return records
-        name = store.strip("/") + "/overlay-layers/layers.json"
+        name = StorePaths.of(store).layers_json
         try:
             with open_blob(self._source, self.metadata[0], f"{self.reference}: metadata") as r:
                 data = _find_member(r, name)

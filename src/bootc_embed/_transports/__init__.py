@@ -7,11 +7,11 @@ the output reference).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from .._contract import dumps
 from .._digest import Tee, VerifyingReader, sha256_digest
 from .._model import (
     INDEX_TYPES,
@@ -26,6 +26,8 @@ from .._reference import Reference
 from ..errors import DigestMismatchError, ImageFormatError, ImageReferenceError, UsageError
 
 MAX_METADATA_BYTES = 64 << 20
+
+json_bytes = dumps  # the one JSON encoder of what we write (``_contract.dumps``)
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,6 @@ def resolve(source: ImageSource, platform: Platform | None) -> ResolvedImage:
             f"{len(resolved.diff_ids)} diff_ids"
         )
     return resolved
-
-
-def json_bytes(obj: Any) -> bytes:
-    """Stable compact JSON for everything we write."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def verify_bytes(data: bytes, desc: Descriptor, what: str) -> None:
