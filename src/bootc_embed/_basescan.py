@@ -14,7 +14,6 @@ import base64
 import hashlib
 import json
 import os
-import posixpath
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, BinaryIO
 
 from . import _compress
 from ._digest import Prefixed, Reader
+from ._layerpath import WH_OPAQUE, WH_PREFIX, rooted
 from ._model import Descriptor
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
 from ._transform import Progress
@@ -133,17 +133,18 @@ class LayerScan:
             name = e.name.decode("utf-8")
         except UnicodeDecodeError:
             return
-        path = posixpath.normpath("/" + name).lstrip("/")
+        path = rooted(name)
         if not path:
             return
         store, found = self.store, self.found
         parent, _, base = path.rpartition("/")
-        if base == ".wh..wh..opq":
+        if base == WH_OPAQUE:
             if _covers(parent, store):
                 found.setdefault(parent, Node("dir")).opaque = True
             return
-        if base.startswith(".wh."):
-            victim = f"{parent}/{base[4:]}" if parent else base[4:]
+        if base.startswith(WH_PREFIX):
+            target = base[len(WH_PREFIX) :]
+            victim = f"{parent}/{target}" if parent else target
             if _covers(victim, store):
                 found[victim] = Node("deleted")
             return

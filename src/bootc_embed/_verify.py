@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from . import _compress, _storage
 from ._digest import Prefixed
+from ._layerpath import OVERLAY_WHITEOUT, WH_OPAQUE, WH_PREFIX, clean
 from ._model import Descriptor, Platform
 from ._reference import parse_reference
 from ._tar import (
@@ -75,10 +76,6 @@ CONF_ETC = "etc/containers/storage.conf"
 CONF_USR = "usr/share/containers/storage.conf"
 MODULES = "usr/lib/modules"
 XATTR_WHITEOUTS_SINCE = (6, 7)
-
-OVERLAY_WHITEOUT = "trusted.overlay.whiteout"
-WH_PREFIX = ".wh."
-WH_OPAQUE = ".wh..wh..opq"
 
 _DEVICES = {CHAR: "character device", BLOCKDEV: "block device", FIFO: "fifo"}
 _SMALL_LIMIT = 64 << 20  # store files outside diff/ kept in memory up to this size
@@ -253,23 +250,6 @@ class _Layer:
         return f"layer {self.index + 1}/{count} ({kind_text}, {self.desc.digest})"
 
 
-def _clean(name: str) -> str | None:
-    """The path an entry names, as podman and ostree clean it; None when it leaves the root."""
-    if not name.startswith((".", "/")) and "/." not in name and "//" not in name:
-        return name.rstrip("/") or "."  # already clean: the usual case
-    parts: list[str] = []
-    for c in name.split("/"):
-        if c in ("", "."):
-            continue
-        if c == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(c)
-    return "/".join(parts) or "."
-
-
 def _decode(raw: bytes) -> tuple[str, bool]:
     try:
         return raw.decode("utf-8"), True
@@ -402,7 +382,7 @@ class _Verifier:
             return
         layer = self.layers[self._li]
         name, utf8 = _decode(e.name)
-        path = _clean(name)
+        path = clean(name)
         if layer.appended:
             self._import_rules(layer, e, name, utf8, path)
         if path is None or path == ".":
@@ -464,7 +444,7 @@ class _Verifier:
                 node.data = bytes(buf)
         elif kind == LINK:
             target_name, _ = _decode(e.linkname)
-            target = _clean(target_name)
+            target = clean(target_name)
             src = self.nodes.get(target) if target else None
             if src is not None and src.kind in (REG, LINK):
                 node.size, node.crc, node.data = src.size, src.crc, src.data
@@ -576,7 +556,7 @@ class _Verifier:
             self._regular.add(path)
         elif e.typeflag == LINK:
             target_name, _ = _decode(e.linkname)
-            target = _clean(target_name)
+            target = clean(target_name)
             if target is None or target not in self._regular:
                 add(
                     ERROR,
@@ -1090,7 +1070,7 @@ class _Verifier:
                 if size == 0:
                     continue
                 name, _ = _decode(entry_name(entry))
-                rel = _clean(name)
+                rel = clean(name)
                 shown_rel = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 f = self.nodes.get(diff_prefix + rel) if rel else None
                 if f is not None and f.kind == LINK:
@@ -1199,7 +1179,7 @@ class _Verifier:
             seq += 1
             if e.typeflag not in (REG, CONT):
                 return
-            path = _clean(_decode(e.name)[0])
+            path = clean(_decode(e.name)[0])
             where = self._diff_path(path) if path is not None else None
             if path is None or where is None:
                 return
@@ -1414,7 +1394,7 @@ class _Reassembly:
         self._advance()
 
     def _source(self, name: bytes) -> str:
-        rel = _clean(_decode(name)[0]) or ""
+        rel = clean(_decode(name)[0]) or ""
         return self._prefix + rel
 
     def _write(self, data: bytes | memoryview) -> None:
