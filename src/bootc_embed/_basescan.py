@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import _compress
-from ._digest import Prefixed, Reader
 from ._layerpath import WH_OPAQUE, WH_PREFIX, rooted
+from ._layertar import LayerTar
 from ._model import Descriptor
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
 from ._transform import Progress
-from ._transports import ImageSource, open_blob
+from ._transports import ImageSource
 from .errors import CompressionError, ImageFormatError
 
 SCAN_VERSION = "1"
@@ -172,10 +171,9 @@ class LayerScan:
         return self.found
 
 
-def scan_layer(stream: Any, store: str) -> dict[str, Node]:
+def scan_layer(reader: TarReader, store: str) -> dict[str, Node]:
     """The interesting paths one layer sets or deletes."""
     scan = LayerScan(store)
-    reader = TarReader(stream)
     for e in reader:
         scan.observe(e, reader)
     return scan.finish()
@@ -284,19 +282,14 @@ class BaseScanner:
         ``copy_to``, the blob's bytes are written there as they are read (one download serves
         the scan and the output's copy)."""
         what = f"{source.reference}: base layer {desc.digest}"
-        with open_blob(source, desc, what, copy_to) as raw:
-            counted = raw if progress is None else _Advancing(raw, progress)
-            head = counted.read(4)
+        advance = progress.advance if progress is not None else None
+        with LayerTar(source, desc, what, copy_to=copy_to, advance=advance) as layer:
             try:
-                stream = _compress.open_decompressed(
-                    Prefixed(head, counted),  # type: ignore[arg-type]
-                    _compress.detect(head),
-                )
-                found = scan_layer(stream, store.strip("/"))
+                found = scan_layer(layer.reader, store.strip("/"))
             except (TarFormatError, CompressionError) as e:
-                raw.verify()  # a damaged blob is reported as such
+                layer.verify()  # a damaged blob is reported as such
                 raise ImageFormatError(f"{what}: cannot be read: {e}") from None
-            raw.verify()
+            layer.verify()
         self.remember(desc, store, found)
         return found
 
@@ -312,14 +305,3 @@ class BaseScanner:
                 os.replace(tmp, path)
             except OSError:
                 pass
-
-
-class _Advancing(Reader):
-    def __init__(self, raw: Any, progress: Progress) -> None:
-        self._raw = raw
-        self._progress = progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self._progress.advance(len(data))
-        return data

@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _compress, _storage
-from ._digest import Prefixed
+from . import _storage
+from ._layertar import open_layer_tar
 from ._model import Descriptor, Platform
 from ._reference import parse_reference
-from ._tar import REG, TarFormatError, TarReader
-from ._transports import ImageSource, TransportOptions, open_blob, open_source
+from ._tar import REG, TarFormatError
+from ._transports import ImageSource, TransportOptions, open_source
 from ._transports import resolve as resolve_image
 from .errors import ImageFormatError
 
@@ -160,14 +160,8 @@ def _read_records(
     }
     found: dict[str, bytes] = {}
     try:
-        with open_blob(source, desc, what) as raw:
-            head = raw.read(4)
-            stream = _compress.open_decompressed(
-                Prefixed(head, raw),  # type: ignore[arg-type]
-                _compress.detect(head),
-            )
-            reader = TarReader(stream)
-            for e in reader:
+        with open_layer_tar(source, desc, what) as tar:
+            for e in tar:
                 name = e.name.decode("utf-8", "replace").lstrip("/")
                 name = name.removeprefix("./")
                 key = wanted.get(name)
@@ -176,9 +170,8 @@ def _read_records(
                 if e.size > _RECORDS_LIMIT:
                     raise ImageFormatError(f"{what}: {name} is too large ({e.size} bytes)")
                 buf = bytearray()
-                reader.read_content(buf.extend)
+                tar.reader.read_content(buf.extend)
                 found[key] = bytes(buf)
-            raw.verify()
     except TarFormatError as e:
         raise ImageFormatError(f"{what}: not a valid tar stream: {e}") from None
     out: list[list[dict[str, Any]]] = []

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -25,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import _compress, _storage
+from . import _storage
 from ._contract import A_LAYER, A_LEFT_OUT_COUNT, A_WHITEOUT_COUNT, LayerKind, ReuseKey, StorePaths
-from ._digest import Prefixed
+from ._layertar import LayerTar, open_layer_tar
 from ._model import Descriptor, Platform
 from ._reference import Reference
-from ._transports import ResolvedImage, TransportOptions, open_blob, open_source, resolve
+from ._tar import REG, TarFormatError
+from ._transports import ResolvedImage, TransportOptions, open_source, resolve
 from .errors import BootcEmbedError
 
 _COMPRESSION_OF_MEDIA_TYPE = {"gzip": _storage.COMPRESSION_GZIP, "zstd": _storage.COMPRESSION_ZSTD}
@@ -99,16 +99,15 @@ def input_compression(media_type: str) -> int:
     return _storage.COMPRESSION_NONE
 
 
-def _find_member(blob: BinaryIO, name: str) -> bytes | None:
-    """One file of a (possibly compressed) layer tar, read by streaming."""
-    head = blob.read(4)
-    stream = _compress.open_decompressed(Prefixed(head, blob), _compress.detect(head))  # type: ignore[arg-type]
-    with tarfile.open(fileobj=stream, mode="r|") as tf:
-        for m in tf:
-            if m.name.lstrip("./") == name and m.isfile():
-                f = tf.extractfile(m)
-                return f.read() if f else None
-    return None
+def _find_member(tar: LayerTar, name: str) -> bytes | None:
+    """One regular file of a layer tar, read by streaming (the last one of that name)."""
+    data: bytes | None = None
+    for e in tar:
+        if e.typeflag == REG and e.name.decode("utf-8", "replace").lstrip("./") == name:
+            buf = bytearray()
+            tar.reader.read_content(buf.extend)
+            data = bytes(buf)
+    return data
 
 
 class Previous:
@@ -154,9 +153,9 @@ class Previous:
             return records
         name = StorePaths.of(store).layers_json
         try:
-            with open_blob(self._source, self.metadata[0], f"{self.reference}: metadata") as r:
-                data = _find_member(r, name)
-        except (BootcEmbedError, tarfile.TarError):
+            with open_layer_tar(self._source, self.metadata[0], f"{self.reference}: metadata") as t:
+                data = _find_member(t, name)
+        except (BootcEmbedError, TarFormatError):
             data = None
         if data:
             with contextlib.suppress(ValueError, TypeError, KeyError):

@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import _compress, _storage
-from ._digest import Prefixed
+from . import _storage
 from ._layerpath import OVERLAY_WHITEOUT, WH_OPAQUE, WH_PREFIX, clean
+from ._layertar import open_layer_tar
 from ._model import Descriptor, Platform
 from ._reference import parse_reference
 from ._tar import (
@@ -56,7 +56,7 @@ from ._tar import (
     TarReader,
 )
 from ._tarsplit import FILE, SEGMENT, crc64, entry_name, read_entries
-from ._transports import ImageSource, ResolvedImage, TransportOptions, open_blob, open_source
+from ._transports import ImageSource, ResolvedImage, TransportOptions, open_source
 from ._transports import resolve as resolve_image
 from .errors import BootcEmbedError
 
@@ -336,16 +336,10 @@ class _Verifier:
         """Stream one layer's tar (blob digest and diff_id verified); False when unreadable."""
         what = layer.what(len(self.layers))
         try:
-            with open_blob(self.source, layer.desc, what) as raw:
-                head = raw.read(4)
-                kind = _compress.detect(head)
-                stream = _compress.open_decompressed(Prefixed(head, raw), kind)  # type: ignore[arg-type]
-                diff_hash = hashlib.sha256()
-                reader = TarReader(stream, diff_hash.update)
-                for e in reader:
-                    handle(e, reader)
-                raw.verify()
-            actual = "sha256:" + diff_hash.hexdigest()
+            with open_layer_tar(self.source, layer.desc, what, diff_hash=True) as tar:
+                for e in tar:
+                    handle(e, tar.reader)
+            actual = tar.diff_digest
             if actual != layer.diff_id:
                 self.f.add(
                     ERROR,
