@@ -21,6 +21,7 @@ from . import _compress, _storage
 from ._basescan import QUADLET_DIRS, BaseScanner, BaseView, LayerScan, Node
 from ._basescan import merge as merge_views
 from ._bound import Quadlet, bound_images, check_quadlet_name, parse_quadlet
+from ._cache import LayerCache, default_cache_dir
 from ._contract import (
     A_BASE_DIGEST,
     A_FORMAT,
@@ -48,7 +49,7 @@ from ._existing import ExistingStore
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
 from ._progress import NullReporter, Reporter
 from ._reference import ImageName, Reference, parse_image_name, parse_reference, split_image_arg
-from ._reuse import LayerCache, Previous, Reusable, default_cache_dir, input_compression
+from ._reuse import Previous, Reusable, input_compression
 from ._storageconf import DEFAULT_PATH as DEFAULT_CONF_PATH
 from ._storageconf import add_store, default_conf
 from ._tar import DIR, END_OF_ARCHIVE, REG, padding, tar_header

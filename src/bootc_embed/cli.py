@@ -13,7 +13,7 @@ import click
 
 from . import __version__, _compress
 from ._build import BuildOptions, BuildResult, build
-from ._reuse import parse_size
+from ._cache import parse_size
 from ._storage import DEFAULT_STORE
 from ._transports import TransportOptions
 from .errors import BootcEmbedError, UsageError
