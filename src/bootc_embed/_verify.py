@@ -40,7 +40,7 @@ from . import _storage
 from ._layerpath import OVERLAY_WHITEOUT, WH_OPAQUE, WH_PREFIX, clean
 from ._layertar import open_layer_tar
 from ._model import Descriptor, Platform
-from ._reference import parse_reference
+from ._output import OutputImage, OutputLayer, open_output
 from ._tar import (
     BLOCKDEV,
     CHAR,
@@ -56,8 +56,7 @@ from ._tar import (
     TarReader,
 )
 from ._tarsplit import FILE, SEGMENT, crc64, entry_name, read_entries
-from ._transports import ImageSource, ResolvedImage, TransportOptions, open_source
-from ._transports import resolve as resolve_image
+from ._transports import TransportOptions
 from .errors import BootcEmbedError
 
 ERROR = "error"
@@ -66,11 +65,6 @@ INFO = "info"
 EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_WARNINGS = 4
-
-A_LAYER = "io.bootc-embed.layer"
-A_LAYER_ID = "io.bootc-embed.layer.id"
-A_IMAGE = "io.bootc-embed.image"
-A_STORE = "io.bootc-embed.store"
 
 CONF_ETC = "etc/containers/storage.conf"
 CONF_USR = "usr/share/containers/storage.conf"
@@ -229,23 +223,38 @@ class _Node:
     data: bytes | None = None  # the content, for the small files that are checked
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Layer:
-    index: int
-    desc: Descriptor
-    diff_id: str
-    appended: bool
+    """An image layer (as the output reader classifies it), named as findings name it."""
+
+    out: OutputLayer
+
+    @property
+    def index(self) -> int:
+        return self.out.index
+
+    @property
+    def desc(self) -> Descriptor:
+        return self.out.descriptor
+
+    @property
+    def diff_id(self) -> str:
+        return self.out.diff_id
+
+    @property
+    def appended(self) -> bool:
+        return self.out.appended
 
     @property
     def image(self) -> str | None:
-        return self.desc.annotations.get(A_IMAGE)
+        return self.out.image
 
     @property
     def layer_id(self) -> str:
-        return self.desc.annotations.get(A_LAYER_ID) or self.desc.digest
+        return self.out.store_layer_id or self.desc.digest
 
     def what(self, count: int) -> str:
-        kind = self.desc.annotations.get(A_LAYER)
+        kind = self.out.kind_text
         kind_text = f"{kind} layer" if kind else "base layer"
         return f"layer {self.index + 1}/{count} ({kind_text}, {self.desc.digest})"
 
@@ -271,24 +280,17 @@ def _kernel_version(name: str) -> tuple[int, int] | None:
 class _Verifier:
     def __init__(
         self,
-        image: ResolvedImage,
-        source: ImageSource,
+        output: OutputImage,
         store: str,
         progress: Callable[[str], None] | None,
     ) -> None:
-        self.image = image
-        self.source = source
+        self.source = output.source
         self.store_abs = store
         self.s = store.strip("/")
         self.s_slash = self.s + "/"
         self.progress = progress or (lambda _msg: None)
         self.f = _Findings()
-        self.layers = [
-            _Layer(i, d, diff_id, A_LAYER in d.annotations)
-            for i, (d, diff_id) in enumerate(
-                zip(image.manifest.layers, image.diff_ids, strict=True)
-            )
-        ]
+        self.layers = [_Layer(layer) for layer in output.layers]
         self.nodes: dict[str, _Node] = {}
         self.roots: dict[str, set[str]] = {}  # store root -> drivers seen there
         self.base_whiteouts: list[tuple[int, str]] = []  # .wh. names in base layers
@@ -1476,17 +1478,6 @@ class _Reassembly:
                 self._spool.close()
 
 
-def _store_path(image: ResolvedImage, override: str | None) -> str:
-    if override:
-        return "/" + override.strip("/")
-    store = image.manifest.annotations.get(A_STORE)
-    if not store:
-        for d in image.manifest.layers:
-            if d.annotations.get(A_STORE):
-                store = d.annotations[A_STORE]
-    return "/" + (store or _storage.DEFAULT_STORE).strip("/")
-
-
 def verify_image(
     ref: str,
     platform: str | None = None,
@@ -1496,15 +1487,13 @@ def verify_image(
 ) -> VerifyResult:
     """Check the image at ``ref`` as a bootc host would see it; see the module documentation."""
     plat = Platform.parse(platform) if platform else None
-    source = open_source(parse_reference(ref), options)
-    try:
-        image = resolve_image(source, plat)
-        store = _store_path(image, store_path)
-        v = _Verifier(image, source, store, progress)
+    with open_output(ref, plat, options) as output:
+        store = "/" + store_path.strip("/") if store_path else output.store_path()
+        v = _Verifier(output, store, progress)
         findings, names, store_layers, stores = v.run()
         return VerifyResult(
             reference=ref,
-            manifest_digest=image.manifest.digest,
+            manifest_digest=output.manifest.digest,
             store=store,
             findings=findings,
             images=names,
@@ -1514,5 +1503,3 @@ def verify_image(
             kernel=v.kernel,
             storage_conf=v.storage_conf,
         )
-    finally:
-        source.close()
