@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ._contract import IMAGES_JSON, LAYERS_JSON, OVERLAY, OVERLAY_IMAGES, OVERLAY_LAYERS
 from ._layerpath import WH_OPAQUE, WH_PREFIX, rooted
 from ._layertar import LayerTar
 from ._model import Descriptor
@@ -74,7 +75,8 @@ class Node:
 
 
 _ROOTS = (*STORAGE_CONF, BOUND_DIR, *QUADLET_DIRS, MODULES_DIR)
-_STORE_FILES = ("overlay-images/images.json", "overlay-layers/layers.json")
+_STORE_FILES = (IMAGES_JSON, LAYERS_JSON)
+_STORE_DIRS = (OVERLAY, OVERLAY_IMAGES, OVERLAY_LAYERS)
 
 
 def _interesting(path: str, store: str) -> bool:
@@ -89,9 +91,9 @@ def _interesting(path: str, store: str) -> bool:
         return True
     if path.startswith(store + "/"):
         rest = path[len(store) + 1 :]
-        if rest in _STORE_FILES or rest in ("overlay", "overlay-images", "overlay-layers"):
+        if rest in _STORE_FILES or rest in _STORE_DIRS:
             return True
-        return rest.startswith("overlay/") and rest.count("/") == 1
+        return rest.startswith(OVERLAY + "/") and rest.count("/") == 1
     return False
 
 
@@ -109,10 +111,7 @@ def _wants_data(path: str, store: str) -> bool:
         return True
     if path.startswith(store + "/"):
         rest = path[len(store) + 1 :]
-        return rest in (
-            "overlay-layers/layers.json",
-            "overlay-images/images.json",
-        )
+        return rest in _STORE_FILES
     return False
 
 

@@ -62,7 +62,12 @@ def lower_chain(ancestors_nearest_first: Sequence[str]) -> str:
     """Contents of a layer's ``lower`` file: ``l/<link>`` of each ancestor, nearest first."""
     if len(ancestors_nearest_first) > MAX_LOWER_CHAIN:
         raise ValueError(f"a layer chain may hold at most {MAX_LOWER_CHAIN} layers")
-    return ":".join("l/" + link_id(a) for a in ancestors_nearest_first)
+    return lower_of_links(link_id(a) for a in ancestors_nearest_first)
+
+
+def lower_of_links(links: Iterable[str]) -> str:
+    """A ``lower`` file naming these link ids (``l/<link>``, ``:``-separated)."""
+    return ":".join("l/" + link for link in links)
 
 
 def bigdata_filename(key: str) -> str:

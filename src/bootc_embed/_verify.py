@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import _storage
+from ._contract import IMAGES_JSON, LAYERS_JSON, StorePaths
 from ._layerpath import OVERLAY_WHITEOUT, WH_OPAQUE, WH_PREFIX, clean
 from ._layertar import open_layer_tar
 from ._model import Descriptor, Platform
@@ -286,7 +287,8 @@ class _Verifier:
     ) -> None:
         self.source = output.source
         self.store_abs = store
-        self.s = store.strip("/")
+        self.paths = StorePaths.of(store)
+        self.s = self.paths.root
         self.s_slash = self.s + "/"
         self.progress = progress or (lambda _msg: None)
         self.f = _Findings()
@@ -456,13 +458,7 @@ class _Verifier:
 
     def _diff_path(self, path: str) -> tuple[str, str] | None:
         """(layer id, path inside diff/) for a path under the store's ``overlay/<id>/diff/``."""
-        if not path.startswith(self.s_slash + "overlay/"):
-            return None
-        rest = path[len(self.s_slash) + len("overlay/") :]
-        lid, _, tail = rest.partition("/")
-        if not tail.startswith("diff/"):
-            return None
-        return lid, tail[len("diff/") :]
+        return self.paths.in_diff(path)
 
     # -- bootc import rules, for appended layers -----------------------------------------------
 
@@ -628,8 +624,8 @@ class _Verifier:
 
     # -- the store at the store path -----------------------------------------------------------
 
-    def _json(self, rel: str, what: str) -> Any:
-        node = self.nodes.get(self.s_slash + rel)
+    def _json(self, path: str, what: str) -> Any:
+        node = self.nodes.get(path)
         if node is None or node.kind not in (REG, LINK) or node.data is None:
             return None
         try:
@@ -639,16 +635,12 @@ class _Verifier:
                 ERROR,
                 "store.records",
                 f"{what} is not valid JSON: {e}",
-                path=_shown(self.s_slash + rel),
+                path=_shown(path),
             )
             return None
 
     def has_store(self) -> bool:
-        s = self.s_slash
-        return (
-            s + "overlay-layers/layers.json" in self.nodes
-            or s + "overlay-images/images.json" in self.nodes
-        )
+        return self.paths.layers_json in self.nodes or self.paths.images_json in self.nodes
 
     def report_missing_store(self) -> None:
         made_by_us = any(layer.appended for layer in self.layers)
@@ -656,29 +648,29 @@ class _Verifier:
         self.f.add(
             ERROR if made_by_us or not other else WARNING,
             "store.missing",
-            f"no containers-storage store at {self.store_abs} (neither "
-            f"overlay-layers/layers.json nor overlay-images/images.json)",
+            f"no containers-storage store at {self.store_abs} (neither {LAYERS_JSON} nor "
+            f"{IMAGES_JSON})",
             path=self.store_abs,
         )
 
     def check_store(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The store's consistency checks; returns (image records, layer records)."""
         add = self.f.add
-        s = self.s_slash
-        has_layers = s + "overlay-layers/layers.json" in self.nodes
-        has_images = s + "overlay-images/images.json" in self.nodes
-        for lock in ("overlay-layers/layers.lock", "overlay-images/images.lock"):
-            node = self.nodes.get(s + lock)
+        paths = self.paths
+        has_layers = paths.layers_json in self.nodes
+        has_images = paths.images_json in self.nodes
+        for lock in (paths.layers_lock, paths.images_lock):
+            node = self.nodes.get(lock)
             if node is None or node.kind not in (REG, LINK):
                 add(
                     ERROR,
                     "store.lock-files",
-                    f"{_shown(s + lock)} is missing: on a read-only store podman 4 fails every "
+                    f"{_shown(lock)} is missing: on a read-only store podman 4 fails every "
                     f"command and podman 5 ignores the whole store",
-                    path=_shown(s + lock),
+                    path=_shown(lock),
                 )
-        layers_raw = self._json("overlay-layers/layers.json", "layers.json")
-        images_raw = self._json("overlay-images/images.json", "images.json")
+        layers_raw = self._json(paths.layers_json, "layers.json")
+        images_raw = self._json(paths.images_json, "images.json")
         if not isinstance(layers_raw, list):
             if has_layers and layers_raw is not None:
                 add(ERROR, "store.records", "layers.json is not a JSON array")
@@ -686,7 +678,7 @@ class _Verifier:
                 add(
                     ERROR,
                     "store.records",
-                    f"{self.store_abs}/overlay-layers/layers.json is missing",
+                    f"{_shown(paths.layers_json)} is missing",
                 )
             layers_raw = []
         if not isinstance(images_raw, list):
@@ -696,7 +688,7 @@ class _Verifier:
                 add(
                     ERROR,
                     "store.records",
-                    f"{self.store_abs}/overlay-images/images.json is missing",
+                    f"{_shown(paths.images_json)} is missing",
                 )
             images_raw = []
         layers = [r for r in layers_raw if isinstance(r, dict) and isinstance(r.get("id"), str)]
@@ -708,14 +700,14 @@ class _Verifier:
         return images, layers
 
     def _link_of(self, lid: str) -> str | None:
-        node = self.nodes.get(f"{self.s_slash}overlay/{lid}/link")
+        node = self.nodes.get(self.paths.link_file(lid))
         if node is None or node.data is None:
             return None
         return node.data.decode("utf-8", "replace")
 
     def _check_layers(self, layers: list[dict[str, Any]]) -> None:
         add = self.f.add
-        s = self.s_slash
+        paths = self.paths
         by_id: dict[str, dict[str, Any]] = {}
         for r in layers:
             if r["id"] in by_id:
@@ -728,9 +720,9 @@ class _Verifier:
             by_id[r["id"]] = r
         links: dict[str, str] = {}
         for lid, r in by_id.items():
-            layer_dir = f"{s}overlay/{lid}"
+            layer_dir = paths.layer_dir(lid)
             img = self.image_of.get(lid)
-            diff = self.nodes.get(layer_dir + "/diff")
+            diff = self.nodes.get(paths.diff(lid))
             if diff is None or diff.kind != DIR:
                 add(
                     ERROR,
@@ -738,9 +730,9 @@ class _Verifier:
                     f"layer {lid}: {_shown(layer_dir)}/diff/ is missing",
                     image=img,
                     layer=lid,
-                    path=_shown(layer_dir + "/diff"),
+                    path=_shown(paths.diff(lid)),
                 )
-            if layer_dir + "/merged" not in self.nodes:
+            if paths.merged(lid) not in self.nodes:
                 add(
                     WARNING,
                     "store.layer-dirs",
@@ -776,7 +768,7 @@ class _Verifier:
                     f"layer {lid}: {_shown(layer_dir)}/link is missing",
                     image=img,
                     layer=lid,
-                    path=_shown(layer_dir + "/link"),
+                    path=_shown(paths.link_file(lid)),
                 )
                 continue
             if not _LINK_ID.match(link):
@@ -786,7 +778,7 @@ class _Verifier:
                     f"layer {lid}: link file holds {link!r}, not 26 characters of A-Z2-7",
                     image=img,
                     layer=lid,
-                    path=_shown(layer_dir + "/link"),
+                    path=_shown(paths.link_file(lid)),
                 )
             if not _LINK_ID.match(link):
                 continue  # the l/ symlink and the children's lower files cannot match it
@@ -799,8 +791,8 @@ class _Verifier:
                     layer=lid,
                 )
             links[link] = lid
-            sym = self.nodes.get(f"{s}overlay/l/{link}")
-            want = f"../{lid}/diff"
+            sym = self.nodes.get(paths.link(link))
+            want = paths.link_target(lid)
             if sym is None or sym.kind != SYMLINK or sym.link != want:
                 have = (
                     "missing"
@@ -810,15 +802,15 @@ class _Verifier:
                 add(
                     ERROR,
                     "store.l-symlink",
-                    f"layer {lid}: {_shown(s + 'overlay/l/' + link)} is {have}; it must be a "
+                    f"layer {lid}: {_shown(paths.link(link))} is {have}; it must be a "
                     f"symlink to {want!r}",
                     image=img,
                     layer=lid,
-                    path=_shown(f"{s}overlay/l/{link}"),
+                    path=_shown(paths.link(link)),
                 )
             self._check_lower(lid, r, by_id, img)
         # l/ entries nobody owns
-        prefix = f"{s}overlay/l/"
+        prefix = paths.link_dir + "/"
         for path in self.nodes:
             if path.startswith(prefix) and "/" not in path[len(prefix) :]:
                 name = path[len(prefix) :]
@@ -836,7 +828,7 @@ class _Verifier:
     def _check_lower(
         self, lid: str, r: dict[str, Any], by_id: dict[str, dict[str, Any]], img: str | None
     ) -> None:
-        lower_path = f"{self.s_slash}overlay/{lid}/lower"
+        lower_path = self.paths.lower(lid)
         node = self.nodes.get(lower_path)
         if r.get("parent") is None:
             if node is not None:
@@ -854,7 +846,7 @@ class _Verifier:
         p = r.get("parent")
         while isinstance(p, str) and p in by_id and p not in seen:
             seen.add(p)
-            chain.append("l/" + (self._link_of(p) or "?"))
+            chain.append(self._link_of(p) or "?")
             p = by_id[p].get("parent")
         if isinstance(p, str) and p in seen:
             self.f.add(
@@ -867,7 +859,7 @@ class _Verifier:
             return
         if isinstance(p, str):
             return  # a missing parent: reported already
-        want = ":".join(chain)
+        want = _storage.lower_of_links(chain)
         have = node.data.decode("utf-8", "replace") if node is not None and node.data else None
         if have != want:
             self.f.add(
@@ -933,7 +925,7 @@ class _Verifier:
         for key in names:
             if not isinstance(key, str):
                 continue
-            path = f"{self.s_slash}overlay-images/{iid}/{_storage.bigdata_filename(key)}"
+            path = self.paths.big_data(iid, key)
             node = self.nodes.get(path)
             if node is None or node.kind not in (REG, LINK):
                 add(
@@ -984,14 +976,14 @@ class _Verifier:
                 image=shown,
             )
         digest = r.get("digest")
-        if isinstance(digest, str) and ("manifest-" + digest) not in names:
+        if isinstance(digest, str) and _storage.manifest_key(digest) not in names:
             add(
                 WARNING,
                 "store.big-data",
                 f"image {shown}: no manifest big data for its digest {digest}",
                 image=shown,
             )
-        manifest = contents.get("manifest-" + digest) if isinstance(digest, str) else None
+        manifest = contents.get(_storage.manifest_key(digest)) if isinstance(digest, str) else None
         if manifest is not None and "sha256:" + hashlib.sha256(manifest).hexdigest() != digest:
             add(
                 ERROR,
@@ -1036,7 +1028,7 @@ class _Verifier:
     # -- tar-split, first half: sizes and CRCs -------------------------------------------------
 
     def _check_tarsplit(self, lid: str, r: dict[str, Any]) -> None:
-        path = f"{self.s_slash}overlay-layers/{lid}.tar-split.gz"
+        path = self.paths.tar_split(lid)
         img = self.image_of.get(lid)
         node = self.nodes.get(path)
         if node is None or node.data is None:
@@ -1051,7 +1043,7 @@ class _Verifier:
                 path=_shown(path),
             )
             return
-        diff_prefix = f"{self.s_slash}overlay/{lid}/diff/"
+        diff_prefix = self.paths.diff(lid) + "/"
         needs: dict[str, int] = {}
         links: dict[str, str] = {}
         origins: set[int] = set()
@@ -1339,8 +1331,8 @@ class _Verifier:
     def _index_images(self) -> None:
         """Which image each layer belongs to, for naming it in findings (first image wins)."""
         records: dict[str, list[dict[str, Any]]] = {}
-        for rel in ("overlay-images/images.json", "overlay-layers/layers.json"):
-            node = self.nodes.get(self.s_slash + rel)
+        for rel in (self.paths.images_json, self.paths.layers_json):
+            node = self.nodes.get(rel)
             value: Any = None
             if node is not None and node.data is not None:
                 try:
@@ -1352,8 +1344,8 @@ class _Verifier:
                 for r in (value if isinstance(value, list) else [])
                 if isinstance(r, dict) and isinstance(r.get("id"), str)
             ]
-        parents = {r["id"]: r.get("parent") for r in records["overlay-layers/layers.json"]}
-        for r in records["overlay-images/images.json"]:
+        parents = {r["id"]: r.get("parent") for r in records[self.paths.layers_json]}
+        for r in records[self.paths.images_json]:
             name = str((r.get("names") or [r["id"][:12]])[0])
             lid = r.get("layer")
             seen: set[str] = set()
