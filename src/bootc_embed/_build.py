@@ -121,7 +121,7 @@ class EmbeddedLayer:
     emitted: bool  # False when an earlier image already brought this layer
     whiteouts: int = 0
     left_out: int = 0
-    reused_from: str | None = None  # "previous" or "cache" when no work was done
+    reused_from: str | None = None  # a ReuseOrigin ("previous", "cache", "base"), or None
 
     def to_json(self) -> dict[str, Any]:
         return {
