@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verify_support import STORE, Layout, Member, copy_layout, edit_layer, find, members
+from verify_support import (
+    STORE,
+    Layout,
+    Member,
+    copy_layout,
+    edit_json,
+    edit_layer,
+    find,
+    members,
+)
 
 from bootc_embed import BuildOptions, BuildResult, build
 from bootc_embed._contract import AnnotatedImage, LayerKind, ReuseKey
@@ -77,16 +86,6 @@ def _set_annotations(layout: Layout, change: Callable[[dict[str, Any]], None]) -
     """Edit the manifest (its annotations and its layers'), then rewrite what depends on it."""
     change(layout.manifest)
     layout._commit()  # writes the manifest and index.json again
-
-
-def _edit_json(name: str, change: Callable[[Any], None]) -> Callable[[list[Member]], None]:
-    def edit(items: list[Member]) -> None:
-        k = find(items, lambda n: n == name)
-        value = json.loads(items[k][1])
-        change(value)
-        items[k] = (items[k][0], json.dumps(value).encode())
-
-    return edit
 
 
 # -- a current output ------------------------------------------------------------------------------
@@ -251,7 +250,7 @@ def test_a_malformed_layer_record_is_a_clear_error(
     def change(layers: list[dict[str, Any]]) -> None:
         layers[0]["diff-size"] = "12"
 
-    layout = _broken(built, tmp_path, _edit_json(LAYERS_JSON, change))
+    layout = _broken(built, tmp_path, edit_json(LAYERS_JSON, change))
     message = f"layers.json record 1 ({lid}): 'diff-size' is \"12\", not an integer"
     with open_output(layout.ref) as out:
         assert out.metadata_layer is not None
