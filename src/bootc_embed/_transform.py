@@ -27,7 +27,6 @@ from typing import BinaryIO, Literal
 
 from . import _compress, _storage
 from ._contract import StorePaths, WhiteoutForm
-from ._digest import Prefixed, Reader
 from ._layerpath import (
     OVERLAY_OPAQUE,
     OVERLAY_WHITEOUT,
@@ -37,6 +36,7 @@ from ._layerpath import (
     clean,
     parents,
 )
+from ._layertar import LayerTar
 from ._model import FOREIGN_MARKERS, Descriptor
 from ._tar import (
     CHAR,
@@ -54,7 +54,7 @@ from ._tar import (
     tar_header,
 )
 from ._tarsplit import TarSplitWriter, crc64
-from ._transports import ImageSource, open_blob
+from ._transports import ImageSource
 from .errors import (
     BootcEmbedError,
     CompressionError,
@@ -385,18 +385,6 @@ class _Out:
         self._comp.close()
 
 
-class _Counting(Reader):
-    def __init__(self, raw: BinaryIO, advance: Callable[[int], None]) -> None:
-        self._raw = raw
-        self._advance = advance
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        if data:
-            self._advance(len(data))
-        return data
-
-
 class _Input:
     """The input layer as a verified tar stream: blob digest, then diff_id, checked at the end."""
 
@@ -404,20 +392,22 @@ class _Input:
         self, job: LayerJob, progress: Progress, capture: bool, copy_to: BinaryIO | None = None
     ) -> None:
         self.job = job
-        self._raw = open_blob(job.source, job.descriptor, job.what, copy_to)
-        counted = _Counting(self._raw, progress.advance)  # type: ignore[arg-type]
-        head = counted.read(4)
-        self.kind = _compress.detect(head)
         try:
-            stream = _compress.open_decompressed(Prefixed(head, counted), self.kind)  # type: ignore[arg-type]
+            self._layer = LayerTar(
+                job.source,
+                job.descriptor,
+                job.what,
+                copy_to=copy_to,
+                advance=progress.advance,
+                diff_hash=True,
+                crc=crc64 if capture else None,
+                capture=capture,
+            )
         except CompressionError as e:
-            self._prefer_digest_error()
-            self._raw.close()
             raise CompressionError(f"{job.what}: {e}") from None
-        self._diff_hash = hashlib.sha256()
-        self.reader = TarReader(
-            stream, self._diff_hash.update, crc=crc64 if capture else None, capture=capture
-        )
+        self._raw = self._layer.blob
+        self.kind = self._layer.compression
+        self.reader = self._layer.reader
 
     def entries(self) -> Iterator[TarEntry]:
         what = self.job.what
@@ -439,8 +429,8 @@ class _Input:
             pass
 
     def verify(self) -> None:
-        self._raw.verify()
-        actual = "sha256:" + self._diff_hash.hexdigest()
+        self._layer.verify()
+        actual = self._layer.diff_digest
         if actual != self.job.diff_id:
             raise DigestMismatchError(
                 f"{self.job.what}: uncompressed content does not match the config's diff_id: "
@@ -448,7 +438,7 @@ class _Input:
             )
 
     def close(self) -> None:
-        self._raw.close()
+        self._layer.close()
 
 
 Observer = Callable[[TarEntry, TarReader], None]
