@@ -13,10 +13,8 @@ from typing import Any
 import pytest
 
 from bootc_embed import _storage
+from bootc_embed._contract import BigData, ImageRecord, LayerRecord, layers_json
 from bootc_embed._storage import (
-    BigData,
-    ImageRecord,
-    LayerRecord,
     bigdata_filename,
     layer_id,
     layer_ids,
@@ -196,7 +194,7 @@ def test_layer_record_json_has_podmans_keys_in_podmans_order(recording: str) -> 
 def test_layers_json_is_byte_identical_to_podmans(recording: str) -> None:
     raw = (RECORDINGS[recording] / "layers.json").read_bytes()
     records = [_layer_record(r) for r in json.loads(raw)]
-    assert _storage.layers_json(records) == raw
+    assert layers_json(records) == raw
 
 
 def test_layer_record_omits_compression_for_an_uncompressed_layer() -> None:

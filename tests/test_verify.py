@@ -25,6 +25,7 @@ from verify_support import (
     Member,
     copy_layout,
     dirs,
+    edit_json,
     edit_layer,
     entry,
     find,
@@ -231,16 +232,6 @@ def test_broken_l_symlink(broken: Layout) -> None:
     assert "points to '../0000/diff'" in message and f"'../{lid}/diff'" in message
 
 
-def _edit_json(name: str, change: Callable[[Any], None]) -> Edit:
-    def edit(items: list[Member]) -> None:
-        k = find(items, lambda n: n == name)
-        value = json.loads(items[k][1])
-        change(value)
-        items[k] = (items[k][0], json.dumps(value).encode())
-
-    return edit
-
-
 def test_duplicate_image_names(broken: Layout) -> None:
     def change(images: list[dict[str, Any]]) -> None:
         images[1]["names"] = list(images[0]["names"])
@@ -248,7 +239,7 @@ def test_duplicate_image_names(broken: Layout) -> None:
     edit_layer(
         broken,
         broken.layer_index("metadata"),
-        _edit_json(f"{STORE}/overlay-images/images.json", change),
+        edit_json(f"{STORE}/overlay-images/images.json", change),
     )
     (message,) = only_error(verify_image(broken.ref), "store.names")
     assert f"name {APP1_NAME} is given to images" in message
@@ -265,7 +256,7 @@ def test_missing_layer_record(broken: Layout) -> None:
     edit_layer(
         broken,
         broken.layer_index("metadata"),
-        _edit_json(f"{STORE}/overlay-layers/layers.json", change),
+        edit_json(f"{STORE}/overlay-layers/layers.json", change),
     )
     result = verify_image(broken.ref)
     assert "store.layer-missing" in errors(result)

@@ -212,6 +212,18 @@ def edit_layer(layout: Layout, i: int, edit: Callable[[list[Member]], list[Membe
     layout.replace_layer(i, tar_bytes(new if new is not None else items))
 
 
+def edit_json(name: str, change: Callable[[Any], None]) -> Callable[[list[Member]], None]:
+    """An edit for :func:`edit_layer`: ``change`` the JSON value of member ``name`` in place."""
+
+    def edit(items: list[Member]) -> None:
+        k = find(items, lambda n: n == name)
+        value = json.loads(items[k][1])
+        change(value)
+        items[k] = (items[k][0], json.dumps(value).encode())
+
+    return edit
+
+
 def write_image(
     path: Path,
     layers: list[list[Member]],

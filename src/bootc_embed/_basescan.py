@@ -14,19 +14,19 @@ import base64
 import hashlib
 import json
 import os
-import posixpath
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import _compress
-from ._digest import Prefixed, Reader
+from ._contract import IMAGES_JSON, LAYERS_JSON, OVERLAY, OVERLAY_IMAGES, OVERLAY_LAYERS
+from ._layerpath import WH_OPAQUE, WH_PREFIX, rooted
+from ._layertar import LayerTar
 from ._model import Descriptor
 from ._progress import Progress
 from ._tar import DIR, LINK, REG, SYMLINK, TarEntry, TarFormatError, TarReader
-from ._transports import ImageSource, open_blob
+from ._transports import ImageSource
 from .errors import CompressionError, ImageFormatError
 
 SCAN_VERSION = "1"
@@ -75,7 +75,8 @@ class Node:
 
 
 _ROOTS = (*STORAGE_CONF, BOUND_DIR, *QUADLET_DIRS, MODULES_DIR)
-_STORE_FILES = ("overlay-images/images.json", "overlay-layers/layers.json")
+_STORE_FILES = (IMAGES_JSON, LAYERS_JSON)
+_STORE_DIRS = (OVERLAY, OVERLAY_IMAGES, OVERLAY_LAYERS)
 
 
 def _interesting(path: str, store: str) -> bool:
@@ -90,9 +91,9 @@ def _interesting(path: str, store: str) -> bool:
         return True
     if path.startswith(store + "/"):
         rest = path[len(store) + 1 :]
-        if rest in _STORE_FILES or rest in ("overlay", "overlay-images", "overlay-layers"):
+        if rest in _STORE_FILES or rest in _STORE_DIRS:
             return True
-        return rest.startswith("overlay/") and rest.count("/") == 1
+        return rest.startswith(OVERLAY + "/") and rest.count("/") == 1
     return False
 
 
@@ -110,10 +111,7 @@ def _wants_data(path: str, store: str) -> bool:
         return True
     if path.startswith(store + "/"):
         rest = path[len(store) + 1 :]
-        return rest in (
-            "overlay-layers/layers.json",
-            "overlay-images/images.json",
-        )
+        return rest in _STORE_FILES
     return False
 
 
@@ -133,17 +131,18 @@ class LayerScan:
             name = e.name.decode("utf-8")
         except UnicodeDecodeError:
             return
-        path = posixpath.normpath("/" + name).lstrip("/")
+        path = rooted(name)
         if not path:
             return
         store, found = self.store, self.found
         parent, _, base = path.rpartition("/")
-        if base == ".wh..wh..opq":
+        if base == WH_OPAQUE:
             if _covers(parent, store):
                 found.setdefault(parent, Node("dir")).opaque = True
             return
-        if base.startswith(".wh."):
-            victim = f"{parent}/{base[4:]}" if parent else base[4:]
+        if base.startswith(WH_PREFIX):
+            target = base[len(WH_PREFIX) :]
+            victim = f"{parent}/{target}" if parent else target
             if _covers(victim, store):
                 found[victim] = Node("deleted")
             return
@@ -171,10 +170,9 @@ class LayerScan:
         return self.found
 
 
-def scan_layer(stream: Any, store: str) -> dict[str, Node]:
+def scan_layer(reader: TarReader, store: str) -> dict[str, Node]:
     """The interesting paths one layer sets or deletes."""
     scan = LayerScan(store)
-    reader = TarReader(stream)
     for e in reader:
         scan.observe(e, reader)
     return scan.finish()
@@ -283,19 +281,14 @@ class BaseScanner:
         ``copy_to``, the blob's bytes are written there as they are read (one download serves
         the scan and the output's copy)."""
         what = f"{source.reference}: base layer {desc.digest}"
-        with open_blob(source, desc, what, copy_to) as raw:
-            counted = raw if progress is None else _Advancing(raw, progress)
-            head = counted.read(4)
+        advance = progress.advance if progress is not None else None
+        with LayerTar(source, desc, what, copy_to=copy_to, advance=advance) as layer:
             try:
-                stream = _compress.open_decompressed(
-                    Prefixed(head, counted),  # type: ignore[arg-type]
-                    _compress.detect(head),
-                )
-                found = scan_layer(stream, store.strip("/"))
+                found = scan_layer(layer.reader, store.strip("/"))
             except (TarFormatError, CompressionError) as e:
-                raw.verify()  # a damaged blob is reported as such
+                layer.verify()  # a damaged blob is reported as such
                 raise ImageFormatError(f"{what}: cannot be read: {e}") from None
-            raw.verify()
+            layer.verify()
         self.remember(desc, store, found)
         return found
 
@@ -311,14 +304,3 @@ class BaseScanner:
                 os.replace(tmp, path)
             except OSError:
                 pass
-
-
-class _Advancing(Reader):
-    def __init__(self, raw: Any, progress: Progress) -> None:
-        self._raw = raw
-        self._progress = progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self._progress.advance(len(data))
-        return data

@@ -21,29 +21,39 @@ from . import _compress, _storage
 from ._basescan import QUADLET_DIRS, BaseScanner, BaseView, LayerScan, Node
 from ._basescan import merge as merge_views
 from ._bound import Quadlet, bound_images, check_quadlet_name, parse_quadlet
+from ._cache import LayerCache, default_cache_dir
+from ._contract import (
+    A_BASE_DIGEST,
+    A_FORMAT,
+    A_IMAGE,
+    A_IMAGES,
+    A_LAYER,
+    A_LEFT_OUT_COUNT,
+    A_STORE,
+    A_WHITEOUT_COUNT,
+    A_WHITEOUTS,
+    FORMAT_VERSION,
+    AnnotatedImage,
+    BigData,
+    ImageRecord,
+    LayerKind,
+    LayerRecord,
+    ReuseKey,
+    ReuseOrigin,
+    StorePaths,
+    dumps,
+    images_annotation,
+)
 from ._digest import VerifyingReader, sha256_digest
 from ._existing import ExistingStore
 from ._model import LAYER_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, Platform
 from ._progress import NullReporter, Progress, Reporter
 from ._reference import ImageName, Reference, parse_image_name, parse_reference, split_image_arg
-from ._reuse import (
-    A_IMAGE,
-    A_LAYER,
-    A_LEFT_OUT_COUNT,
-    A_WHITEOUT_COUNT,
-    A_WHITEOUTS,
-    LayerCache,
-    Previous,
-    Reusable,
-    ReuseKey,
-    default_cache_dir,
-    input_compression,
-)
+from ._reuse import Previous, Reusable, input_compression
 from ._storageconf import DEFAULT_PATH as DEFAULT_CONF_PATH
 from ._storageconf import add_store, default_conf
 from ._tar import DIR, END_OF_ARCHIVE, REG, padding, tar_header
 from ._transform import (
-    FORMAT_VERSION,
     WHITEOUT_FORMS,
     LayerJob,
     LayerResult,
@@ -56,7 +66,6 @@ from ._transports import (
     ImageSource,
     ResolvedImage,
     TransportOptions,
-    json_bytes,
     open_blob,
     open_destination,
     open_source,
@@ -70,10 +79,6 @@ from .errors import (
     UsageError,
 )
 
-A_FORMAT = "io.bootc-embed.format"
-A_STORE = "io.bootc-embed.store"
-A_IMAGES = "io.bootc-embed.images"
-A_BASE_DIGEST = "org.opencontainers.image.base.digest"
 _COPY_CHUNK = 1 << 20
 _ZERO_TIME = "1970-01-01T00:00:00Z"
 
@@ -115,7 +120,7 @@ class EmbeddedLayer:
     emitted: bool  # False when an earlier image already brought this layer
     whiteouts: int = 0
     left_out: int = 0
-    reused_from: str | None = None  # "previous" or "cache" when no work was done
+    reused_from: str | None = None  # a ReuseOrigin ("previous", "cache", "base"), or None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -688,17 +693,17 @@ def _produce(
     # has): the reuse key comes from the digest-checked config, and the reused blob is checked
     # against its own digest wherever it is copied.
     if ctx.previous is not None and (found := ctx.previous.lookup(key)) is not None:
-        return _fetch(found, job, ctx, label, "previous")
+        return _fetch(found, job, ctx, label, ReuseOrigin.PREVIOUS)
     if ctx.cache is not None and (found := ctx.cache.get(key, job.compression, job.level)):
         try:
-            return _fetch(found, job, ctx, label, "cache")
+            return _fetch(found, job, ctx, label, ReuseOrigin.CACHE)
         except DigestMismatchError:
             ctx.cache.drop(key, job.compression, job.level)  # corrupt entry: rebuild it
     with ctx.reporter.task(label) as progress:
         made = transform_layer(job, ctx.staging, ctx.tmpdir, progress, observe, copy_to)
     if ctx.previous is not None and (same := ctx.previous.by_diff_id(made.diff_id)) is not None:
         # same content as a previous layer without our annotations: keep its blob
-        reused = _fetch(same, job, ctx, label, "previous", made)
+        reused = _fetch(same, job, ctx, label, ReuseOrigin.PREVIOUS, made)
         if made.blob_path is not None:
             made.blob_path.unlink(missing_ok=True)
         return reused
@@ -738,7 +743,7 @@ def _fetch(
     job: LayerJob,
     ctx: _Context,
     label: str,
-    origin: str,
+    origin: ReuseOrigin,
     made: LayerResult | None = None,
 ) -> LayerResult:
     """A finished layer from elsewhere, copied (digest verified) unless the output has it."""
@@ -814,10 +819,10 @@ def _link_blob(source: ImageSource, desc: Descriptor, staging: Path) -> Path | N
 def _metadata_tar(
     store: str,
     images_json: bytes,
-    ours: list[_storage.ImageRecord],
+    ours: list[ImageRecord],
     layers_json: bytes,
 ) -> bytes:
-    prefix = store.strip("/")
+    paths = StorePaths.of(store)
     out: list[bytes] = []
 
     def d(path: str) -> None:
@@ -828,19 +833,18 @@ def _metadata_tar(
         out.append(data)
         out.append(padding(len(data)))
 
-    parts = prefix.split("/")
-    for i in range(1, len(parts) + 1):
-        d("/".join(parts[:i]))
-    d(f"{prefix}/overlay-images")
-    f(f"{prefix}/overlay-images/images.json", images_json)
-    f(f"{prefix}/overlay-images/images.lock", b"")
+    for p in paths.ancestors():
+        d(p)
+    d(paths.overlay_images)
+    f(paths.images_json, images_json)
+    f(paths.images_lock, b"")
     for img in ours:
-        d(f"{prefix}/overlay-images/{img.id}")
+        d(paths.image_dir(img.id))
         for bd in sorted(img.big_data, key=lambda b: b.filename):
-            f(f"{prefix}/overlay-images/{img.id}/{bd.filename}", bd.data)
-    d(f"{prefix}/overlay-layers")
-    f(f"{prefix}/overlay-layers/layers.json", layers_json)
-    f(f"{prefix}/overlay-layers/layers.lock", b"")
+            f(paths.big_data(img.id, bd.key), bd.content)
+    d(paths.overlay_layers)
+    f(paths.layers_json, layers_json)
+    f(paths.layers_lock, b"")
     out.append(END_OF_ARCHIVE)
     return b"".join(out)
 
@@ -974,7 +978,7 @@ def _assemble(
     for job in jobs:
         r = results[job.layer_id]
         layer_records.append(
-            _storage.LayerRecord(
+            LayerRecord(
                 id=job.layer_id,
                 parent=layer_parent[job.layer_id],
                 created=layer_created[job.layer_id],
@@ -987,7 +991,7 @@ def _assemble(
                 gids=r.gids,
             )
         )
-    image_records: list[_storage.ImageRecord] = []
+    image_records: list[ImageRecord] = []
     by_id: dict[str, int] = {}
     for app in apps:
         if in_base[str(app.name)]:
@@ -995,17 +999,17 @@ def _assemble(
         img = app.image
         image_id = _storage.digest_hex(img.manifest.config.digest)
         big = [
-            _storage.BigData(img.manifest.config.digest, img.config_raw),
-            _storage.BigData(_storage.manifest_key(img.manifest.digest), img.manifest.raw),
-            _storage.BigData("manifest", img.manifest.raw),
+            BigData(img.manifest.config.digest, img.config_raw),
+            BigData(_storage.manifest_key(img.manifest.digest), img.manifest.raw),
+            BigData("manifest", img.manifest.raw),
         ]
         if img.index_digest and img.index_raw is not None:
-            big.append(_storage.BigData(_storage.manifest_key(img.index_digest), img.index_raw))
+            big.append(BigData(_storage.manifest_key(img.index_digest), img.index_raw))
         if image_id in by_id:  # the same image under another name
             prev = image_records[by_id[image_id]]
             keys = {b.key for b in prev.big_data}
             extra = tuple(b for b in big if b.key not in keys)
-            image_records[by_id[image_id]] = _storage.ImageRecord(
+            image_records[by_id[image_id]] = ImageRecord(
                 prev.id,
                 prev.digest,
                 (*prev.names, str(app.name)),
@@ -1016,7 +1020,7 @@ def _assemble(
             continue
         by_id[image_id] = len(image_records)
         image_records.append(
-            _storage.ImageRecord(
+            ImageRecord(
                 id=image_id,
                 digest=img.manifest.digest,
                 names=(str(app.name),),
@@ -1025,8 +1029,8 @@ def _assemble(
                 big_data=tuple(big),
             )
         )
-    images_json = _storage.dumps([*existing.images, *(r.to_json() for r in image_records)])
-    layers_json = _storage.dumps([*existing.layers, *(r.to_json() for r in layer_records)])
+    images_json = dumps([*existing.images, *(r.to_json() for r in image_records)])
+    layers_json = dumps([*existing.layers, *(r.to_json() for r in layer_records)])
     meta_tar = _metadata_tar(store, images_json, image_records, layers_json)
     dest = ctx.dest
     meta = _small_layer(meta_tar, options, level, ctx, "metadata layer")
@@ -1075,9 +1079,9 @@ def _assemble(
                 },
             )
         )
-    small = [(meta, "metadata", f"containers-storage metadata ({len(apps)} images)")]
+    small = [(meta, LayerKind.METADATA, f"containers-storage metadata ({len(apps)} images)")]
     if conf is not None:
-        small.append((conf[0], "config", conf[3]))
+        small.append((conf[0], LayerKind.CONFIG, conf[3]))
     for layer, kind, what in small:
         rootfs["diff_ids"].append(layer.diff_id)
         entry = {"created": created} if created else {}
@@ -1087,16 +1091,14 @@ def _assemble(
             Descriptor(layer.media_type, layer.digest, layer.size, {A_LAYER: kind, **common})
         )
     config["history"] = history
-    config_raw = json_bytes(config)
+    config_raw = dumps(config)
     config_digest = dest.add_blob_bytes(config_raw)
 
     base_layers = [
         Descriptor(LAYER_TYPES.get(d.media_type, d.media_type), d.digest, d.size, d.annotations)
         for d in base.manifest.layers
     ]
-    images_annotation = [
-        {"name": str(app.name), "digest": app.image.manifest.digest} for app in apps
-    ]
+    embedded_names = [AnnotatedImage(str(app.name), app.image.manifest.digest) for app in apps]
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -1104,12 +1106,12 @@ def _assemble(
         "layers": [d.to_json() for d in (*base_layers, *new_layers)],
         "annotations": {
             A_FORMAT: FORMAT_VERSION,
-            A_IMAGES: json_bytes(images_annotation).decode(),
+            A_IMAGES: images_annotation(embedded_names),
             A_STORE: store,
             A_BASE_DIGEST: base.manifest.digest,
         },
     }
-    manifest_raw = json_bytes(manifest)
+    manifest_raw = dumps(manifest)
     for job in jobs:
         r = results[job.layer_id]
         if r.blob_path is not None:
@@ -1131,7 +1133,9 @@ def _assemble(
             r = results.get(lid)
             if r is None:  # the base's store holds this layer already
                 e.layers.append(
-                    EmbeddedLayer(lid, desc.digest, diff_id, "", "", 0, False, reused_from="base")
+                    EmbeddedLayer(
+                        lid, desc.digest, diff_id, "", "", 0, False, reused_from=ReuseOrigin.BASE
+                    )
                 )
                 continue
             e.layers.append(

@@ -48,11 +48,12 @@ from __future__ import annotations
 
 import io
 from types import TracebackType
-from typing import BinaryIO, Final, Literal, NoReturn
+from typing import BinaryIO, Final, Literal, NoReturn, TypeVar, overload
 
 import zstandard
 from isal import igzip_lib, isal_zlib
 
+from ._digest import Readable
 from .errors import CompressionError
 
 __all__ = [
@@ -100,6 +101,8 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _ZSTD_MAGIC_INT: Final = 0xFD2FB528
 _ZSTD_SKIPPABLE_INT: Final = 0x184D2A50  # low 4 bits free
+
+_R = TypeVar("_R", bound=Readable)
 
 #: How many compressed bytes decompressors read from their source at a time.
 _READ_SIZE: Final = 1 << 20
@@ -302,7 +305,11 @@ def detect(head: bytes) -> Kind:
     return "none"
 
 
-def open_decompressed(raw: BinaryIO, kind: Kind) -> BinaryIO:
+@overload
+def open_decompressed(raw: Readable, kind: Literal["gzip", "zstd"]) -> BinaryIO: ...
+@overload
+def open_decompressed(raw: _R, kind: Kind) -> _R | BinaryIO: ...
+def open_decompressed(raw: Readable, kind: Kind) -> Readable:
     """A readable stream of the decompressed bytes of *raw*, compressed as *kind*.
 
     *raw* is read sequentially from its current position. Closing the returned stream does not
@@ -321,7 +328,7 @@ def open_decompressed(raw: BinaryIO, kind: Kind) -> BinaryIO:
 class _GzipReader(io.RawIOBase):
     """Multi-member gzip, strict like Go's ``compress/gzip``, inflated by ISA-L."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: Readable) -> None:
         super().__init__()
         self._raw = raw
         self._in: bytes = b""  # compressed bytes read but not handed to a decompressor yet
@@ -519,7 +526,7 @@ class _ZstdFrames:
 
     _FRAME, _BLOCK, _BODY, _CHECKSUM = range(4)
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: Readable) -> None:
         self._raw = raw
         self._buf: bytes = b""
         self._view = memoryview(self._buf)
@@ -662,7 +669,7 @@ def _could_start_frame(head: bytes) -> bool:
 class _ZstdReader(io.RawIOBase):
     """Decompresses a sequence of zstd and skippable frames with libzstd."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: Readable) -> None:
         super().__init__()
         self._frames = _ZstdFrames(raw)
         self._reader = zstandard.ZstdDecompressor().stream_reader(

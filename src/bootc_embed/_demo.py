@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._build import BuildOptions, build
 from ._compress import compress_bytes
+from ._contract import A_LAYER, A_STORE
+from ._storage import DEFAULT_STORE
 from .errors import BootcEmbedError
 
 if TYPE_CHECKING:
@@ -469,10 +471,6 @@ def write_sample_images(directory: Path, *, architecture: str | None = None) -> 
 # bootc-embed demo
 # --------------------------------------------------------------------------------------------
 
-_LAYER_KIND = "io.bootc-embed.layer"
-_STORE = "io.bootc-embed.store"
-_DEFAULT_STORE = "/usr/lib/containers/storage"
-
 
 def _read_layout(path: Path, tag: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(manifest, config) of ``tag`` in the OCI layout at ``path``."""
@@ -557,9 +555,9 @@ def _print_summary(
 
     output_ref = str(summary.get("output", ""))
     layers: list[dict[str, Any]] = manifest.get("layers", [])
-    appended = [d for d in layers if _LAYER_KIND in d.get("annotations", {})]
+    appended = [d for d in layers if A_LAYER in d.get("annotations", {})]
     base_layers = len(layers) - len(appended)
-    store = manifest.get("annotations", {}).get(_STORE, _DEFAULT_STORE)
+    store = manifest.get("annotations", {}).get(A_STORE, DEFAULT_STORE)
     sources = {samples.app1_name: samples.app1, samples.app2_name: samples.app2}
 
     console.print()
@@ -737,8 +735,8 @@ def _show_with_podman(
     if podman is None:
         console.print("[dim]podman is not installed: skipping the check with podman.[/]")
         return
-    appended = [d for d in manifest.get("layers", []) if _LAYER_KIND in d.get("annotations", {})]
-    store = manifest.get("annotations", {}).get(_STORE, _DEFAULT_STORE)
+    appended = [d for d in manifest.get("layers", []) if A_LAYER in d.get("annotations", {})]
+    store = manifest.get("annotations", {}).get(A_STORE, DEFAULT_STORE)
     gnu_tar = _gnu_tar()
     how = "GNU tar, with xattrs" if gnu_tar else "Python's tarfile, without xattrs"
     console.print(

@@ -2,8 +2,9 @@
 
 bootc fetches an image's layers by digest and skips those it already has, so the update cost
 is the size of NEW's layers whose digests OLD does not have. Layers are grouped by what they
-hold: the base image, each embedded image (annotation ``io.bootc-embed.image``), the store
-metadata layer and the configuration layer (storage.conf, Quadlet files).
+hold (as the output reader, ``_output``, classifies them): the base image, each embedded image
+(annotation ``io.bootc-embed.image``), the store metadata layer and the configuration layer
+(storage.conf, Quadlet files).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._contract import LayerKind
 from ._model import Descriptor, Platform
-from ._reference import parse_reference
-from ._reuse import A_IMAGE, A_LAYER
-from ._transports import TransportOptions, open_source, resolve
+from ._output import OutputLayer, open_output
+from ._transports import TransportOptions
 
 BASE = "base"
 METADATA = "metadata"
@@ -72,25 +73,22 @@ class DiffResult:
         }
 
 
-def _group_of(desc: Descriptor) -> str:
-    kind = desc.annotations.get(A_LAYER)
-    if kind == "metadata":
+def _group_of(layer: OutputLayer) -> str:
+    kind = layer.kind
+    if kind is LayerKind.METADATA:
         return METADATA
-    if kind == "config":
+    if kind is LayerKind.CONFIG:
         return CONFIG
-    if kind == "app":
-        return desc.annotations.get(A_IMAGE) or "embedded images"
+    if kind is LayerKind.APP:
+        return layer.image or "embedded images"
     return BASE
 
 
 def _layers(
     ref_text: str, platform: Platform | None, options: TransportOptions | None
-) -> tuple[Descriptor, ...]:
-    source = open_source(parse_reference(ref_text), options)
-    try:
-        return resolve(source, platform).manifest.layers
-    finally:
-        source.close()
+) -> tuple[OutputLayer, ...]:
+    with open_output(ref_text, platform, options) as out:
+        return out.layers
 
 
 def diff_images(
@@ -99,19 +97,20 @@ def diff_images(
     plat = Platform.parse(platform) if platform else None
     old_layers = _layers(old, plat, options)
     new_layers = _layers(new, plat, options)
-    old_digests = {d.digest for d in old_layers}
-    new_digests = {d.digest for d in new_layers}
+    old_digests = {layer.descriptor.digest for layer in old_layers}
+    new_digests = {layer.descriptor.digest for layer in new_layers}
     groups: dict[str, Group] = {}
 
     def group(name: str) -> Group:
         return groups.setdefault(name, Group(name))
 
     group(BASE)
-    for d in new_layers:
-        g = group(_group_of(d))
+    for layer in new_layers:
+        g = group(_group_of(layer))
+        d = layer.descriptor
         (g.reused if d.digest in old_digests else g.new).append(d)
-    for d in old_layers:
-        if d.digest not in new_digests:
-            group(_group_of(d)).removed.append(d)
+    for layer in old_layers:
+        if layer.descriptor.digest not in new_digests:
+            group(_group_of(layer)).removed.append(layer.descriptor)
     order = [BASE, *(n for n in groups if n not in (BASE, METADATA, CONFIG)), METADATA, CONFIG]
     return DiffResult(old, new, [groups[n] for n in order if n in groups])

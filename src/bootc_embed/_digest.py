@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .errors import DigestMismatchError
 
@@ -16,6 +16,13 @@ def check_algorithm(digest: str, what: str) -> None:
     algo, _, hexpart = digest.partition(":")
     if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
         raise DigestMismatchError(f"{what}: unsupported or malformed digest {digest!r}")
+
+
+class Readable(Protocol):
+    """What the stream readers (decompression, tar) need of their input: ``read``. Files,
+    :class:`Reader` and its subclasses all have it."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class Reader:
@@ -52,7 +59,7 @@ class Tee(Reader):
 class Prefixed(Reader):
     """``head`` followed by the rest of ``raw`` (after sniffing a stream's first bytes)."""
 
-    def __init__(self, head: bytes, raw: BinaryIO | Reader) -> None:
+    def __init__(self, head: bytes, raw: Readable) -> None:
         self._head = head
         self._raw = raw
 

@@ -2,7 +2,8 @@
 
 Images embedded by an earlier bootc-embed run (or another tool writing the same format) stay
 listed; ours are added. A layer both have is kept once (the base's copy). A name both use is
-refused unless the user asks to replace it.
+refused unless the user asks to replace it. The base's records are kept as the JSON objects
+they are (every key, in its order), not as ``_contract`` records: they are written back as read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._basescan import BaseView
+from ._contract import IMAGES_JSON, LAYERS_JSON, StorePaths
 from .errors import ImageFormatError, UsageError
 
 
@@ -23,13 +25,13 @@ class ExistingStore:
 
     @classmethod
     def from_view(cls, view: BaseView, store: str, where: str) -> ExistingStore:
-        rel = store.strip("/")
+        paths = StorePaths.of(store)
         out = cls()
-        for attr, name in (
-            ("layers", "overlay-layers/layers.json"),
-            ("images", "overlay-images/images.json"),
+        for attr, name, path in (
+            ("layers", LAYERS_JSON, paths.layers_json),
+            ("images", IMAGES_JSON, paths.images_json),
         ):
-            data = view.file(f"{rel}/{name}")
+            data = view.file(path)
             if data is None:
                 continue
             try:

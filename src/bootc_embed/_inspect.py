@@ -2,35 +2,21 @@
 
 Reads the manifest, its annotations and the metadata layer (the appended layer annotated
 ``io.bootc-embed.layer`` = ``metadata``, the last one when an image was embedded in stages):
-``images.json`` and ``layers.json`` of the store. App layers are never read; their blob sizes
-and whiteout counts come from their descriptors' annotations.
+``images.json`` and ``layers.json`` of the store, through the output reader (``_output``). App
+layers are never read; their blob sizes and whiteout counts come from their descriptors'
+annotations.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _compress, _storage
-from ._digest import Prefixed
+from ._contract import A_LAYER, ImageRecord, LayerKind
 from ._model import Descriptor, Platform
-from ._reference import parse_reference
-from ._tar import REG, TarFormatError, TarReader
-from ._transports import ImageSource, TransportOptions, open_blob, open_source
-from ._transports import resolve as resolve_image
+from ._output import open_output
+from ._transports import TransportOptions
 from .errors import ImageFormatError
-
-A_LAYER = "io.bootc-embed.layer"
-A_LAYER_ID = "io.bootc-embed.layer.id"
-A_IMAGE = "io.bootc-embed.image"
-A_IMAGES = "io.bootc-embed.images"
-A_STORE = "io.bootc-embed.store"
-A_FORMAT = "io.bootc-embed.format"
-A_WHITEOUT_COUNT = "io.bootc-embed.layer.whiteouts"
-A_LEFT_OUT_COUNT = "io.bootc-embed.layer.left-out"
-A_BASE_DIGEST = "org.opencontainers.image.base.digest"
-_RECORDS_LIMIT = 64 << 20
 
 
 @dataclass
@@ -149,147 +135,61 @@ class InspectResult:
         }
 
 
-def _read_records(
-    source: ImageSource, desc: Descriptor, store: str, what: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """images.json and layers.json from the metadata layer (streamed; only they are kept)."""
-    prefix = store.strip("/") + "/"
-    wanted = {
-        prefix + "overlay-images/images.json": "images",
-        prefix + "overlay-layers/layers.json": "layers",
-    }
-    found: dict[str, bytes] = {}
-    try:
-        with open_blob(source, desc, what) as raw:
-            head = raw.read(4)
-            stream = _compress.open_decompressed(
-                Prefixed(head, raw),  # type: ignore[arg-type]
-                _compress.detect(head),
-            )
-            reader = TarReader(stream)
-            for e in reader:
-                name = e.name.decode("utf-8", "replace").lstrip("/")
-                name = name.removeprefix("./")
-                key = wanted.get(name)
-                if key is None or e.typeflag != REG:
-                    continue
-                if e.size > _RECORDS_LIMIT:
-                    raise ImageFormatError(f"{what}: {name} is too large ({e.size} bytes)")
-                buf = bytearray()
-                reader.read_content(buf.extend)
-                found[key] = bytes(buf)
-            raw.verify()
-    except TarFormatError as e:
-        raise ImageFormatError(f"{what}: not a valid tar stream: {e}") from None
-    out: list[list[dict[str, Any]]] = []
-    for key in ("images", "layers"):
-        if key not in found:
-            raise ImageFormatError(
-                f"{what}: no {store}/overlay-{key}/{key}.json (the store path is {store}; "
-                f"`bootc-embed verify` checks the whole image)"
-            )
-        try:
-            value = json.loads(found[key])
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ImageFormatError(f"{what}: {key}.json is not valid JSON: {e}") from None
-        if not isinstance(value, list):
-            raise ImageFormatError(f"{what}: {key}.json is not a JSON array")
-        out.append([r for r in value if isinstance(r, dict) and isinstance(r.get("id"), str)])
-    return out[0], out[1]
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def inspect_image(
     ref: str, platform: str | None = None, options: TransportOptions | None = None
 ) -> InspectResult:
     """The embedded images of the image at ``ref``, from its manifest and metadata layer."""
     plat = Platform.parse(platform) if platform else None
-    source = open_source(parse_reference(ref), options)
-    try:
-        image = resolve_image(source, plat)
-        manifest = image.manifest
-        metadata = [d for d in manifest.layers if d.annotations.get(A_LAYER) == "metadata"]
-        if not metadata:
+    with open_output(ref, plat, options) as out:
+        meta = out.metadata_layer
+        if meta is None:
             raise ImageFormatError(
-                f"{ref}: no layer annotated {A_LAYER}=metadata: the image was not made by "
-                f"bootc-embed (`bootc-embed verify {ref}` checks any image's stores)"
+                f"{ref}: no layer annotated {A_LAYER}={LayerKind.METADATA}: the image was not "
+                f"made by bootc-embed (`bootc-embed verify {ref}` checks any image's stores)"
             )
-        meta = metadata[-1]
-        store = "/" + (
-            manifest.annotations.get(A_STORE)
-            or meta.annotations.get(A_STORE)
-            or _storage.DEFAULT_STORE
-        ).strip("/")
-        index = manifest.layers.index(meta)
-        what = f"{ref}: metadata layer {index + 1}/{len(manifest.layers)} ({meta.digest})"
-        images_raw, layers_raw = _read_records(source, meta, store, what)
-    finally:
-        source.close()
+        store = out.store_path(meta)
+        what = (
+            f"{ref}: metadata layer {meta.index + 1}/{len(out.layers)} ({meta.descriptor.digest})"
+        )
+        records = out.read_records(meta, store, what)
 
-    by_desc: dict[str, Descriptor] = {}
-    for d in manifest.layers:
-        lid = d.annotations.get(A_LAYER_ID)
-        if lid and d.annotations.get(A_LAYER) == "app":
-            by_desc[lid] = d
-    records = {r["id"]: r for r in layers_raw}
     layers: dict[str, InspectedLayer] = {}
 
     def layer(lid: str) -> InspectedLayer:
         if lid in layers:
             return layers[lid]
-        r = records.get(lid, {})
-        d = by_desc.get(lid)
-        a = d.annotations if d is not None else {}
+        r = records.layer(lid)
+        d = out.layer_holding(lid)
         layers[lid] = InspectedLayer(
             layer_id=lid,
-            diff_digest=r.get("diff-digest"),
-            diff_size=r.get("diff-size"),
-            compressed_size=r.get("compressed-size"),
-            digest=d.digest if d is not None else None,
-            size=d.size if d is not None else None,
-            whiteouts=_int(a.get(A_WHITEOUT_COUNT)),
-            left_out=_int(a.get(A_LEFT_OUT_COUNT)),
-            brought_by=a.get(A_IMAGE),
+            diff_digest=r.diff_digest if r is not None else None,
+            diff_size=r.diff_size if r is not None else None,
+            compressed_size=r.compressed_size if r is not None else None,
+            digest=d.descriptor.digest if d is not None else None,
+            size=d.descriptor.size if d is not None else None,
+            whiteouts=d.whiteouts if d is not None else None,
+            left_out=d.left_out if d is not None else None,
+            brought_by=d.image if d is not None else None,
         )
         return layers[lid]
 
     # the order of the io.bootc-embed.images annotation, then any other record
-    try:
-        annotated = json.loads(manifest.annotations.get(A_IMAGES) or "[]")
-    except ValueError:
-        annotated = []
     rank: dict[str, int] = {}
-    for i, item in enumerate(annotated if isinstance(annotated, list) else []):
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            rank.setdefault(item["name"], i)
+    for i, annotated in enumerate(out.images):
+        rank.setdefault(annotated.name, i)
 
-    def order(r: dict[str, Any]) -> tuple[int, str]:
-        names = [n for n in r.get("names") or [] if isinstance(n, str)]
-        return (min((rank.get(n, len(rank)) for n in names), default=len(rank)), r["id"])
+    def order(r: ImageRecord) -> tuple[int, str]:
+        return (min((rank.get(n, len(rank)) for n in r.names), default=len(rank)), r.id)
 
     images: list[InspectedImage] = []
-    for r in sorted(images_raw, key=order):
-        names = [n for n in r.get("names") or [] if isinstance(n, str)]
-        chain: list[InspectedLayer] = []
-        lid = r.get("layer")
-        seen: set[str] = set()
-        while isinstance(lid, str) and lid not in seen:
-            seen.add(lid)
-            chain.append(layer(lid))
-            lid = records.get(lid, {}).get("parent")
-        chain.reverse()
+    for r in sorted(records.images, key=order):
+        chain = [layer(lid) for lid in records.chain(r.top_layer)]
         img = InspectedImage(
-            name=names[0] if names else r["id"][:12],
-            names=names,
-            manifest_digest=str(r.get("digest") or ""),
-            image_id=r["id"],
-            created=r.get("created"),
+            name=r.names[0] if r.names else r.id[:12],
+            names=list(r.names),
+            manifest_digest=r.digest or "",
+            image_id=r.id,
+            created=r.created,
             layers=chain,
         )
         for item in chain:
@@ -297,12 +197,12 @@ def inspect_image(
         images.append(img)
     return InspectResult(
         reference=ref,
-        manifest_digest=manifest.digest,
+        manifest_digest=out.manifest.digest,
         store=store,
-        format=manifest.annotations.get(A_FORMAT) or meta.annotations.get(A_FORMAT),
-        base_digest=manifest.annotations.get(A_BASE_DIGEST),
-        base_layers=sum(1 for d in manifest.layers if A_LAYER not in d.annotations),
+        format=out.format,
+        base_digest=out.base_digest,
+        base_layers=len(out.base_layers),
         images=images,
         layers=list(layers.values()),
-        metadata_layer=meta,
+        metadata_layer=meta.descriptor,
     )

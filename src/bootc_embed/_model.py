@@ -148,11 +148,6 @@ def load_json(data: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
-def json_bytes(obj: Any) -> bytes:
-    """Stable compact JSON for everything we write."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def sniff_media_type(obj: dict[str, Any]) -> str:
     """A manifest's media type, from its mediaType field or its shape."""
     mt = obj.get("mediaType")

@@ -1,4 +1,5 @@
-"""Finished output layers found elsewhere: a previous output image, or the local cache.
+"""Finished output layers found elsewhere: a previous output image (here), or the local cache
+(``_cache``).
 
 An app layer's output bytes (uncompressed) are a function of its :class:`ReuseKey`: the
 containers-storage layer id (which covers the input diff_id and its chain), the input
@@ -11,82 +12,20 @@ hosts never fetch it again.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
-import shutil
-import tarfile
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from . import _compress, _storage
-from ._digest import Prefixed
+from . import _storage
+from ._contract import LayerRecord, ReuseKey
 from ._model import Descriptor, Platform
+from ._output import OutputImage, OutputLayer
 from ._reference import Reference
-from ._transports import ResolvedImage, TransportOptions, open_blob, open_source, resolve
+from ._transports import ResolvedImage, TransportOptions, open_source, resolve
 from .errors import BootcEmbedError
 
-A_LAYER = "io.bootc-embed.layer"
-A_LAYER_ID = "io.bootc-embed.layer.id"
-A_SOURCE_DIFF_ID = "io.bootc-embed.source.diff-id"
-A_STORE = "io.bootc-embed.store"
-A_WHITEOUTS = "io.bootc-embed.whiteouts"
-A_FORMAT = "io.bootc-embed.format"
-A_IMAGE = "io.bootc-embed.image"
-A_WHITEOUT_COUNT = "io.bootc-embed.layer.whiteouts"
-A_LEFT_OUT_COUNT = "io.bootc-embed.layer.left-out"
-
-_COMPRESSION_OF_MEDIA_TYPE = {"gzip": 2, "zstd": 4}
-
-
-def _code_identity() -> str:
-    """The compressors' versions and the code that decides a layer's bytes: a cache entry
-    made by other code is never used, even when the format version was not bumped."""
-    import isal
-    import zstandard
-
-    h = hashlib.sha256(f"isal {isal.__version__} zstandard {zstandard.__version__}".encode())
-    here = Path(__file__).parent
-    for name in ("_compress.py", "_storage.py", "_tar.py", "_tarsplit.py", "_transform.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()
-
-
-_CODE_IDENTITY = _code_identity()
-
-
-@dataclass(frozen=True)
-class ReuseKey:
-    """What an app layer's output content depends on."""
-
-    layer_id: str
-    source_diff_id: str
-    store: str
-    whiteouts: str
-    format: str
-
-    @classmethod
-    def from_annotations(cls, a: dict[str, str]) -> ReuseKey | None:
-        try:
-            return cls(a[A_LAYER_ID], a[A_SOURCE_DIFF_ID], a[A_STORE], a[A_WHITEOUTS], a[A_FORMAT])
-        except KeyError:
-            return None
-
-    def annotations(self) -> dict[str, str]:
-        return {
-            A_LAYER: "app",
-            A_LAYER_ID: self.layer_id,
-            A_SOURCE_DIFF_ID: self.source_diff_id,
-            A_STORE: self.store,
-            A_WHITEOUTS: self.whiteouts,
-            A_FORMAT: self.format,
-        }
+_COMPRESSION_OF_MEDIA_TYPE = {"gzip": _storage.COMPRESSION_GZIP, "zstd": _storage.COMPRESSION_ZSTD}
 
 
 @dataclass(frozen=True)
@@ -109,30 +48,11 @@ class Reusable:
     origin: str  # how messages name where it came from
 
 
-def _count(text: str | None) -> int:
-    try:
-        return max(int(text or 0), 0)
-    except ValueError:
-        return 0
-
-
 def input_compression(media_type: str) -> int:
     for word, value in _COMPRESSION_OF_MEDIA_TYPE.items():
         if word in media_type:
             return value
     return _storage.COMPRESSION_NONE
-
-
-def _find_member(blob: BinaryIO, name: str) -> bytes | None:
-    """One file of a (possibly compressed) layer tar, read by streaming."""
-    head = blob.read(4)
-    stream = _compress.open_decompressed(Prefixed(head, blob), _compress.detect(head))  # type: ignore[arg-type]
-    with tarfile.open(fileobj=stream, mode="r|") as tf:
-        for m in tf:
-            if m.name.lstrip("./") == name and m.isfile():
-                f = tf.extractfile(m)
-                return f.read() if f else None
-    return None
 
 
 class Previous:
@@ -145,66 +65,56 @@ class Previous:
         self._source = open_source(ref, options)
         try:
             self.image: ResolvedImage = resolve(self._source, platform)
+            self.output = OutputImage(self.image)
         except BaseException:
             self._source.close()
             raise
-        m = self.image.manifest
-        diff_ids = self.image.diff_ids
-        self._by_key: dict[ReuseKey, tuple[Descriptor, str]] = {}
-        self._by_diff_id: dict[str, Descriptor] = {}
-        self.metadata: tuple[Descriptor, str] | None = None
-        for desc, diff_id in zip(m.layers, diff_ids, strict=True):
-            self._by_diff_id.setdefault(diff_id, desc)
-            key = ReuseKey.from_annotations(desc.annotations)
+        self._by_key: dict[ReuseKey, OutputLayer] = {}
+        self._by_diff_id: dict[str, OutputLayer] = {}
+        for layer in self.output.layers:
+            self._by_diff_id.setdefault(layer.diff_id, layer)
+            key = layer.reuse_key
             if key is not None:
-                self._by_key[key] = (desc, diff_id)
-            if desc.annotations.get(A_LAYER) == "metadata":
-                self.metadata = (desc, diff_id)
-        if self.metadata is None and m.layers:
-            self.metadata = (m.layers[-1], diff_ids[-1])  # older outputs: the last layer
-        self._records: dict[str, dict[str, Any]] | None = None
+                self._by_key[key] = layer
+        self.metadata = self.output.records_layer()
+        self._records: dict[str, LayerRecord] | None = None
         self._lock = threading.Lock()
 
-    def _layer_records(self, store: str) -> dict[str, dict[str, Any]]:
+    def _layer_records(self, store: str) -> dict[str, LayerRecord]:
         with self._lock:  # layer tasks ask from several threads at once
             if self._records is None:
                 self._records = self._read_records(store)
             return self._records
 
-    def _read_records(self, store: str) -> dict[str, dict[str, Any]]:
+    def _read_records(self, store: str) -> dict[str, LayerRecord]:
         """The previous store's layers.json records, by layer id (empty when unreadable)."""
-        records: dict[str, dict[str, Any]] = {}
         if self.metadata is None:
-            return records
-        name = store.strip("/") + "/overlay-layers/layers.json"
+            return {}
+        what = f"{self.reference}: metadata"
         try:
-            with open_blob(self._source, self.metadata[0], f"{self.reference}: metadata") as r:
-                data = _find_member(r, name)
-        except (BootcEmbedError, tarfile.TarError):
-            data = None
-        if data:
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                for rec in json.loads(data):
-                    records[str(rec["id"])] = rec
-        return records
+            records = self.output.read_records(self.metadata, store, what, images=False)
+        except BootcEmbedError:
+            return {}
+        return {r.id: r for r in records.layers}
 
-    def _reusable(self, desc: Descriptor, diff_id: str, rec: dict[str, Any] | None) -> Reusable:
+    def _reusable(self, layer: OutputLayer, rec: LayerRecord | None) -> Reusable:
+        desc = layer.descriptor
+
         def opener(d: Descriptor = desc) -> BinaryIO:
             return self.open_raw(d)
 
-        rec = rec or {}
         return Reusable(
             media_type=desc.media_type,
             digest=desc.digest,
             size=desc.size,
-            diff_id=diff_id,
-            uids=tuple(rec.get("uidset") or ()),
-            gids=tuple(rec.get("gidset") or ()),
-            input_diff_size=int(rec.get("diff-size") or 0),
-            input_compression=int(rec.get("compression") or 0) if rec else None,
-            input_digest=rec.get("compressed-diff-digest") if rec else None,
-            whiteouts=_count(desc.annotations.get(A_WHITEOUT_COUNT)),
-            left_out=_count(desc.annotations.get(A_LEFT_OUT_COUNT)),
+            diff_id=layer.diff_id,
+            uids=(rec.uids or ()) if rec is not None else (),
+            gids=(rec.gids or ()) if rec is not None else (),
+            input_diff_size=(rec.diff_size or 0) if rec is not None else 0,
+            input_compression=rec.compression if rec is not None else None,
+            input_digest=rec.compressed_digest if rec is not None else None,
+            whiteouts=max(layer.whiteouts or 0, 0),
+            left_out=max(layer.left_out or 0, 0),
             left_out_paths=(),
             open=opener,
             origin=f"previous image {self.reference}",
@@ -216,14 +126,14 @@ class Previous:
         if found is None:
             return None
         rec = self._layer_records(key.store).get(key.layer_id)
-        if rec is None or rec.get("diff-digest") != key.source_diff_id:
+        if rec is None or rec.diff_digest != key.source_diff_id:
             return None
-        return self._reusable(found[0], found[1], rec)
+        return self._reusable(found, rec)
 
     def by_diff_id(self, diff_id: str) -> Reusable | None:
         """A previous layer with exactly this content (for outputs without annotations)."""
-        desc = self._by_diff_id.get(diff_id)
-        return None if desc is None else self._reusable(desc, diff_id, None)
+        layer = self._by_diff_id.get(diff_id)
+        return None if layer is None else self._reusable(layer, None)
 
     def open_raw(self, desc: Descriptor) -> BinaryIO:
         return self._source.open_raw(desc)
@@ -234,137 +144,3 @@ class Previous:
 
     def close(self) -> None:
         self._source.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Local cache
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bootc-embed"
-
-
-def parse_size(text: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1:] if t[-1:] in units else ""
-    number = t[: len(t) - len(unit)] if unit else t
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (e.g. 10G, 500M)") from None
-    if value < 0:
-        raise ValueError(f"not a size: {text!r}")
-    return int(value * units[unit])
-
-
-class LayerCache:
-    """Transformed layers on this machine, keyed like :class:`ReuseKey` plus the compression.
-
-    Entries are directories written elsewhere and renamed into place (atomic); a lock file
-    serialises insertion and eviction (least recently used first, by entry mtime). A corrupt
-    entry is detected by digest when it is copied out, dropped, and rebuilt by the caller.
-    """
-
-    VERSION = "v1"
-
-    def __init__(self, directory: Path, max_size: int) -> None:
-        self.root = directory / self.VERSION
-        self.max_size = max_size
-        (self.root / "layers").mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def entry_id(key: ReuseKey, compression: str, level: int) -> str:
-        ident = {
-            "key": [key.layer_id, key.source_diff_id, key.store, key.whiteouts, key.format],
-            "compression": compression,
-            "level": level,
-            "code": _CODE_IDENTITY,
-        }
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-
-    def _dir(self, entry: str) -> Path:
-        return self.root / "layers" / entry
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.root / "lock", "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def get(self, key: ReuseKey, compression: str, level: int) -> Reusable | None:
-        d = self._dir(self.entry_id(key, compression, level))
-        try:
-            meta = json.loads((d / "meta.json").read_bytes())
-            os.utime(d)  # least recently used: the entry's mtime
-            blob = d / "blob"
-
-            def opener() -> BinaryIO:
-                return open(blob, "rb")
-
-            return Reusable(
-                media_type=str(meta["media_type"]),
-                digest=str(meta["digest"]),
-                size=int(meta["size"]),
-                diff_id=str(meta["diff_id"]),
-                uids=tuple(meta["uids"]),
-                gids=tuple(meta["gids"]),
-                input_diff_size=int(meta["input_diff_size"]),
-                input_compression=meta.get("input_compression"),
-                input_digest=meta.get("input_digest"),
-                whiteouts=int(meta.get("whiteouts", 0)),
-                left_out=int(meta.get("left_out", 0)),
-                left_out_paths=tuple(meta.get("left_out_paths", ())),
-                open=opener,
-                origin=f"cache entry {d}",
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def drop(self, key: ReuseKey, compression: str, level: int) -> None:
-        with self._locked():
-            shutil.rmtree(self._dir(self.entry_id(key, compression, level)), ignore_errors=True)
-
-    def put(
-        self, key: ReuseKey, compression: str, level: int, blob: Path, meta: dict[str, Any]
-    ) -> None:
-        """Add a finished blob (copied; ``blob`` stays where it is)."""
-        target = self._dir(self.entry_id(key, compression, level))
-        if target.exists():
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root))
-        try:
-            try:
-                os.link(blob, tmp / "blob")
-            except OSError:
-                shutil.copyfile(blob, tmp / "blob")
-            (tmp / "meta.json").write_bytes(json.dumps(meta, sort_keys=True).encode())
-            with self._locked():
-                try:
-                    os.rename(tmp, target)
-                except OSError:
-                    return  # another build put it there first
-                self._evict()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def _evict(self) -> None:
-        entries = []
-        total = 0
-        for d in (self.root / "layers").iterdir():
-            try:
-                st = d.stat()
-                size = (d / "blob").stat().st_size
-            except OSError:
-                continue
-            entries.append((st.st_mtime_ns, size, d))
-            total += size
-        for _, size, d in sorted(entries):
-            if total <= self.max_size:
-                break
-            shutil.rmtree(d, ignore_errors=True)
-            total -= size

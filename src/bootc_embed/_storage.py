@@ -1,4 +1,5 @@
-"""The containers-storage format (overlay driver) as pure functions.
+"""The containers-storage format (overlay driver) as pure functions: ids, links, lower chains,
+big-data file names. The paths and records of a store are the output contract (``_contract``).
 
 Facts from containers/storage (``layers.go``, ``images.go``, ``drivers/overlay``) and
 containers/image (``storage/storage_dest.go``); see docs/store-format.md.
@@ -8,11 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 DEFAULT_STORE = "/usr/lib/containers/storage"
 MAX_LOWER_CHAIN = 500
@@ -64,7 +62,12 @@ def lower_chain(ancestors_nearest_first: Sequence[str]) -> str:
     """Contents of a layer's ``lower`` file: ``l/<link>`` of each ancestor, nearest first."""
     if len(ancestors_nearest_first) > MAX_LOWER_CHAIN:
         raise ValueError(f"a layer chain may hold at most {MAX_LOWER_CHAIN} layers")
-    return ":".join("l/" + link_id(a) for a in ancestors_nearest_first)
+    return lower_of_links(link_id(a) for a in ancestors_nearest_first)
+
+
+def lower_of_links(links: Iterable[str]) -> str:
+    """A ``lower`` file naming these link ids (``l/<link>``, ``:``-separated)."""
+    return ":".join("l/" + link for link in links)
 
 
 def bigdata_filename(key: str) -> str:
@@ -77,84 +80,6 @@ def bigdata_filename(key: str) -> str:
 
 def manifest_key(digest: str) -> str:
     return "manifest-" + digest
-
-
-def dumps(value: Any) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, in the order given."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class LayerRecord:
-    id: str
-    parent: str | None
-    created: str
-    compressed_digest: str
-    compressed_size: int
-    diff_digest: str
-    diff_size: int
-    compression: int
-    uids: tuple[int, ...]
-    gids: tuple[int, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {"id": self.id}
-        if self.parent is not None:
-            rec["parent"] = self.parent
-        rec["created"] = self.created
-        rec["compressed-diff-digest"] = self.compressed_digest
-        rec["compressed-size"] = self.compressed_size
-        rec["diff-digest"] = self.diff_digest
-        rec["diff-size"] = self.diff_size
-        if self.compression:  # omitempty, as podman writes it
-            rec["compression"] = self.compression
-        rec["uidset"] = list(self.uids)
-        rec["gidset"] = list(self.gids)
-        return rec
-
-
-@dataclass(frozen=True)
-class BigData:
-    key: str
-    data: bytes
-
-    @property
-    def filename(self) -> str:
-        return bigdata_filename(self.key)
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.data).hexdigest()
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    id: str
-    digest: str
-    names: tuple[str, ...]
-    top_layer: str | None
-    created: str
-    big_data: tuple[BigData, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {"id": self.id, "digest": self.digest, "names": list(self.names)}
-        rec["names-history"] = list(self.names)
-        if self.top_layer is not None:
-            rec["layer"] = self.top_layer
-        rec["metadata"] = "{}"
-        rec["big-data-names"] = [b.key for b in self.big_data]
-        rec["big-data-sizes"] = {b.key: len(b.data) for b in self.big_data}
-        rec["big-data-digests"] = {b.key: b.digest for b in self.big_data}
-        rec["created"] = self.created
-        return rec
-
-
-def layers_json(records: Iterable[LayerRecord]) -> bytes:
-    return dumps([r.to_json() for r in records])
-
-
-def images_json(records: Iterable[ImageRecord]) -> bytes:
-    return dumps([r.to_json() for r in records])
 
 
 def sorted_ids(values: Iterable[int]) -> tuple[int, ...]:

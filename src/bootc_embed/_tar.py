@@ -17,7 +17,8 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+
+from ._digest import Readable
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -145,7 +146,7 @@ class _Buffered:
     __slots__ = ("_buf", "_chunk", "_on_chunk", "_pos", "_raw", "capture", "eof", "offset", "raw")
 
     def __init__(
-        self, raw: BinaryIO, on_chunk: Callable[[bytes], None] | None, chunk: int, capture: bool
+        self, raw: Readable, on_chunk: Callable[[bytes], None] | None, chunk: int, capture: bool
     ) -> None:
         self._raw = raw
         self._on_chunk = on_chunk
@@ -251,7 +252,7 @@ class TarReader:
 
     def __init__(
         self,
-        raw: BinaryIO,
+        raw: Readable,
         on_chunk: Callable[[bytes], None] | None = None,
         chunk_size: int = 1 << 20,
         crc: Callable[..., int] | None = None,

@@ -26,7 +26,17 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from . import _compress, _storage
-from ._digest import Prefixed, Reader
+from ._contract import StorePaths, WhiteoutForm
+from ._layerpath import (
+    OVERLAY_OPAQUE,
+    OVERLAY_WHITEOUT,
+    WH_META,
+    WH_OPAQUE,
+    WH_PREFIX,
+    clean,
+    parents,
+)
+from ._layertar import LayerTar
 from ._model import FOREIGN_MARKERS, Descriptor
 from ._progress import Progress
 from ._tar import (
@@ -45,7 +55,7 @@ from ._tar import (
     tar_header,
 )
 from ._tarsplit import TarSplitWriter, crc64
-from ._transports import ImageSource, open_blob
+from ._transports import ImageSource
 from .errors import (
     BootcEmbedError,
     CompressionError,
@@ -55,14 +65,7 @@ from .errors import (
 )
 
 Whiteouts = Literal["xattr", "chardev", "ostree"]
-WHITEOUT_FORMS: tuple[str, ...] = ("xattr", "chardev", "ostree")
-FORMAT_VERSION = "1"
-
-WH_PREFIX = ".wh."
-WH_OPAQUE = ".wh..wh..opq"
-WH_META = ".wh..wh."
-OVERLAY_WHITEOUT = "trusted.overlay.whiteout"
-OVERLAY_OPAQUE = "trusted.overlay.opaque"
+WHITEOUT_FORMS: tuple[str, ...] = tuple(f.value for f in WhiteoutForm)
 _BUF = 1 << 20
 _DEVICE_TYPES = {b"3", b"4", b"6"}
 _KEEP_TYPES = {REG, CONT, DIR, SYMLINK, LINK}
@@ -126,18 +129,6 @@ def check_layer_descriptor(desc: Descriptor, what: str) -> None:
         raise ImageFormatError(f"{what}: unsupported layer media type {mt!r}")
 
 
-def _clean(name: str) -> str | None:
-    """podman's name cleaning; None when the path leaves the layer root."""
-    if not name.startswith((".", "/")) and "/." not in name and "//" not in name:
-        return name.rstrip("/") or "."  # already clean: the usual case
-    while name.startswith("./"):
-        name = name[2:]
-    p = posixpath.normpath(name.lstrip("/")) if name else "."
-    if p == ".." or p.startswith("../"):
-        return None
-    return "." if p in ("", ".") else p
-
-
 def _decode(raw: bytes, what: str, kind: str) -> str:
     try:
         return raw.decode("utf-8")
@@ -156,12 +147,6 @@ def _app_xattrs_of(xattrs: dict[str, bytes] | None) -> dict[str, bytes]:
     if not xattrs:
         return {}
     return {k: v for k, v in xattrs.items() if not k.startswith("trusted.overlay.")}
-
-
-def _parents(path: str) -> Iterator[str]:
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        yield "/".join(parts[:i])
 
 
 class _Classifier:
@@ -196,7 +181,7 @@ class _Classifier:
         if not name.rstrip("/").rpartition("/")[2].startswith(WH_PREFIX):
             self.uids.add(e.uid)
             self.gids.add(e.gid)
-        path = _clean(name)
+        path = clean(name)
         if path is None:
             raise LayerContentError(f"{what}: entry {name!r} leaves the layer root")
         if path.startswith(WH_META):
@@ -238,7 +223,7 @@ class _Classifier:
             _decode(e.linkname, what, f"symlink target of {name!r}")
         elif e.typeflag == LINK:
             link = _decode(e.linkname, what, f"hardlink target of {name!r}")
-            target = _clean(link)
+            target = clean(link)
             if target is None or target == ".":
                 raise LayerContentError(
                     f"{what}: entry {name!r}: hardlink target {link!r} leaves the layer root"
@@ -391,18 +376,6 @@ class _Out:
         self._comp.close()
 
 
-class _Counting(Reader):
-    def __init__(self, raw: BinaryIO, advance: Callable[[int], None]) -> None:
-        self._raw = raw
-        self._advance = advance
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        if data:
-            self._advance(len(data))
-        return data
-
-
 class _Input:
     """The input layer as a verified tar stream: blob digest, then diff_id, checked at the end."""
 
@@ -410,20 +383,22 @@ class _Input:
         self, job: LayerJob, progress: Progress, capture: bool, copy_to: BinaryIO | None = None
     ) -> None:
         self.job = job
-        self._raw = open_blob(job.source, job.descriptor, job.what, copy_to)
-        counted = _Counting(self._raw, progress.advance)  # type: ignore[arg-type]
-        head = counted.read(4)
-        self.kind = _compress.detect(head)
         try:
-            stream = _compress.open_decompressed(Prefixed(head, counted), self.kind)  # type: ignore[arg-type]
+            self._layer = LayerTar(
+                job.source,
+                job.descriptor,
+                job.what,
+                copy_to=copy_to,
+                advance=progress.advance,
+                diff_hash=True,
+                crc=crc64 if capture else None,
+                capture=capture,
+            )
         except CompressionError as e:
-            self._prefer_digest_error()
-            self._raw.close()
             raise CompressionError(f"{job.what}: {e}") from None
-        self._diff_hash = hashlib.sha256()
-        self.reader = TarReader(
-            stream, self._diff_hash.update, crc=crc64 if capture else None, capture=capture
-        )
+        self._raw = self._layer.blob
+        self.kind = self._layer.compression
+        self.reader = self._layer.reader
 
     def entries(self) -> Iterator[TarEntry]:
         what = self.job.what
@@ -445,8 +420,8 @@ class _Input:
             pass
 
     def verify(self) -> None:
-        self._raw.verify()
-        actual = "sha256:" + self._diff_hash.hexdigest()
+        self._layer.verify()
+        actual = self._layer.diff_digest
         if actual != self.job.diff_id:
             raise DigestMismatchError(
                 f"{self.job.what}: uncompressed content does not match the config's diff_id: "
@@ -454,7 +429,7 @@ class _Input:
             )
 
     def close(self) -> None:
-        self._raw.close()
+        self._layer.close()
 
 
 Observer = Callable[[TarEntry, TarReader], None]
@@ -555,10 +530,8 @@ class _Writer:
         self.plan = plan
         self.live = _Classifier(job.what)
         self.know = plan or self.live
-        store = job.store.strip("/")
-        self.store = store
-        self.layer_dir = f"{store}/overlay/{job.layer_id}"
-        self.diff = f"{self.layer_dir}/diff"
+        self.paths = StorePaths.of(job.store)
+        self.diff = self.paths.diff(job.layer_id)
         self.emitted_dirs: dict[str, bytes | None] = {}
         self.emitted_meta: dict[str, tuple[TarEntry, dict[str, bytes]]] = {}
         self.handles: dict[str, int] = {}  # path -> output piece of its header
@@ -595,10 +568,10 @@ class _Writer:
         if self.plan is not None or not self.out.replace(self.handles[d], self._dir_bytes(d)):
             raise _Contradiction
 
-    def _ensure_parents(self, path: str) -> None:
+    def _ensureparents(self, path: str) -> None:
         if posixpath.dirname(path) in self.emitted_dirs:
             return
-        for p in _parents(path):
+        for p in parents(path):
             if p not in self.emitted_dirs:
                 self._emit_dir(p)
 
@@ -614,26 +587,20 @@ class _Writer:
 
     def _skeleton(self) -> None:
         """Everything bootc-embed creates for the layer: root, 0755 dirs, 0644 files, mtime 0."""
-        emit, job, store, layer_dir = self.out.emit, self.job, self.store, self.layer_dir
-        for p in [*_parents(store + "/x"), f"{store}/overlay", layer_dir]:
+        emit, job, paths = self.out.emit, self.job, self.paths
+        lid = job.layer_id
+        for p in [*paths.ancestors(), paths.overlay, paths.layer_dir(lid)]:
             emit(_dir_header(p))
-        link = _storage.link_id(job.layer_id)
-        emit_file(emit, f"{layer_dir}/link", link.encode())
+        link = _storage.link_id(lid)
+        emit_file(emit, paths.link_file(lid), link.encode())
         if job.ancestors:
-            emit_file(emit, f"{layer_dir}/lower", _storage.lower_chain(job.ancestors).encode())
+            emit_file(emit, paths.lower(lid), _storage.lower_chain(job.ancestors).encode())
         else:
-            emit(_dir_header(f"{layer_dir}/empty"))
-        emit(_dir_header(f"{layer_dir}/merged"))
-        emit(_dir_header(f"{layer_dir}/work"))
-        emit(_dir_header(f"{store}/overlay/l"))
-        emit(
-            tar_header(
-                f"{store}/overlay/l/{link}",
-                SYMLINK,
-                mode=0o777,
-                linkname=f"../{job.layer_id}/diff",
-            )
-        )
+            emit(_dir_header(paths.empty(lid)))
+        emit(_dir_header(paths.merged(lid)))
+        emit(_dir_header(paths.work(lid)))
+        emit(_dir_header(paths.link_dir))
+        emit(tar_header(paths.link(link), SYMLINK, mode=0o777, linkname=paths.link_target(lid)))
         self._emit_dir(".")
 
     def run(self, inp: _Input, tarsplit_file: BinaryIO, observe: Observer | None = None) -> bool:
@@ -678,10 +645,10 @@ class _Writer:
                 if self.plan is None:
                     self._rewrite_dir(path)  # written already as a missing parent
                 return
-            self._ensure_parents(path)
+            self._ensureparents(path)
             self._emit_dir(path)
             return
-        self._ensure_parents(path)
+        self._ensureparents(path)
         name = f"{self.diff}/{path}"
         if e.typeflag == LINK:
             xattrs = self.live.link_xattrs[extra]
@@ -714,7 +681,7 @@ class _Writer:
         if parent in self.emitted_dirs:
             self._check_dir(parent)
         else:
-            self._ensure_parents(parent)
+            self._ensureparents(parent)
             self._emit_dir(parent)
         form = self.job.whiteouts
         rel = target if parent == "." else f"{parent}/{target}"
@@ -739,14 +706,10 @@ class _Writer:
 
     def _tarsplit(self, tarsplit_file: BinaryIO) -> None:
         emit = self.out.emit
-        emit(_dir_header(f"{self.store}/overlay-layers"))
+        emit(_dir_header(self.paths.overlay_layers))
         size = tarsplit_file.tell()
         tarsplit_file.seek(0)
-        emit(
-            tar_header(
-                f"{self.store}/overlay-layers/{self.job.layer_id}.tar-split.gz", REG, size=size
-            )
-        )
+        emit(tar_header(self.paths.tar_split(self.job.layer_id), REG, size=size))
         while chunk := tarsplit_file.read(_BUF):
             emit(chunk)
         emit(padding(size))

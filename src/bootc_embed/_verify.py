@@ -36,10 +36,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import _compress, _storage
-from ._digest import Prefixed
+from . import _storage
+from ._contract import IMAGES_JSON, LAYERS_JSON, StorePaths
+from ._layerpath import OVERLAY_WHITEOUT, WH_OPAQUE, WH_PREFIX, clean
+from ._layertar import open_layer_tar
 from ._model import Descriptor, Platform
-from ._reference import parse_reference
+from ._output import OutputImage, OutputLayer, open_output
 from ._tar import (
     BLOCKDEV,
     CHAR,
@@ -55,8 +57,7 @@ from ._tar import (
     TarReader,
 )
 from ._tarsplit import FILE, SEGMENT, crc64, entry_name, read_entries
-from ._transports import ImageSource, ResolvedImage, TransportOptions, open_blob, open_source
-from ._transports import resolve as resolve_image
+from ._transports import TransportOptions
 from .errors import BootcEmbedError
 
 ERROR = "error"
@@ -66,19 +67,10 @@ EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_WARNINGS = 4
 
-A_LAYER = "io.bootc-embed.layer"
-A_LAYER_ID = "io.bootc-embed.layer.id"
-A_IMAGE = "io.bootc-embed.image"
-A_STORE = "io.bootc-embed.store"
-
 CONF_ETC = "etc/containers/storage.conf"
 CONF_USR = "usr/share/containers/storage.conf"
 MODULES = "usr/lib/modules"
 XATTR_WHITEOUTS_SINCE = (6, 7)
-
-OVERLAY_WHITEOUT = "trusted.overlay.whiteout"
-WH_PREFIX = ".wh."
-WH_OPAQUE = ".wh..wh..opq"
 
 _DEVICES = {CHAR: "character device", BLOCKDEV: "block device", FIFO: "fifo"}
 _SMALL_LIMIT = 64 << 20  # store files outside diff/ kept in memory up to this size
@@ -232,42 +224,40 @@ class _Node:
     data: bytes | None = None  # the content, for the small files that are checked
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Layer:
-    index: int
-    desc: Descriptor
-    diff_id: str
-    appended: bool
+    """An image layer (as the output reader classifies it), named as findings name it."""
+
+    out: OutputLayer
+
+    @property
+    def index(self) -> int:
+        return self.out.index
+
+    @property
+    def desc(self) -> Descriptor:
+        return self.out.descriptor
+
+    @property
+    def diff_id(self) -> str:
+        return self.out.diff_id
+
+    @property
+    def appended(self) -> bool:
+        return self.out.appended
 
     @property
     def image(self) -> str | None:
-        return self.desc.annotations.get(A_IMAGE)
+        return self.out.image
 
     @property
     def layer_id(self) -> str:
-        return self.desc.annotations.get(A_LAYER_ID) or self.desc.digest
+        return self.out.store_layer_id or self.desc.digest
 
     def what(self, count: int) -> str:
-        kind = self.desc.annotations.get(A_LAYER)
+        kind = self.out.kind_text
         kind_text = f"{kind} layer" if kind else "base layer"
         return f"layer {self.index + 1}/{count} ({kind_text}, {self.desc.digest})"
-
-
-def _clean(name: str) -> str | None:
-    """The path an entry names, as podman and ostree clean it; None when it leaves the root."""
-    if not name.startswith((".", "/")) and "/." not in name and "//" not in name:
-        return name.rstrip("/") or "."  # already clean: the usual case
-    parts: list[str] = []
-    for c in name.split("/"):
-        if c in ("", "."):
-            continue
-        if c == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(c)
-    return "/".join(parts) or "."
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:
@@ -291,24 +281,18 @@ def _kernel_version(name: str) -> tuple[int, int] | None:
 class _Verifier:
     def __init__(
         self,
-        image: ResolvedImage,
-        source: ImageSource,
+        output: OutputImage,
         store: str,
         progress: Callable[[str], None] | None,
     ) -> None:
-        self.image = image
-        self.source = source
+        self.source = output.source
         self.store_abs = store
-        self.s = store.strip("/")
+        self.paths = StorePaths.of(store)
+        self.s = self.paths.root
         self.s_slash = self.s + "/"
         self.progress = progress or (lambda _msg: None)
         self.f = _Findings()
-        self.layers = [
-            _Layer(i, d, diff_id, A_LAYER in d.annotations)
-            for i, (d, diff_id) in enumerate(
-                zip(image.manifest.layers, image.diff_ids, strict=True)
-            )
-        ]
+        self.layers = [_Layer(layer) for layer in output.layers]
         self.nodes: dict[str, _Node] = {}
         self.roots: dict[str, set[str]] = {}  # store root -> drivers seen there
         self.base_whiteouts: list[tuple[int, str]] = []  # .wh. names in base layers
@@ -356,16 +340,10 @@ class _Verifier:
         """Stream one layer's tar (blob digest and diff_id verified); False when unreadable."""
         what = layer.what(len(self.layers))
         try:
-            with open_blob(self.source, layer.desc, what) as raw:
-                head = raw.read(4)
-                kind = _compress.detect(head)
-                stream = _compress.open_decompressed(Prefixed(head, raw), kind)  # type: ignore[arg-type]
-                diff_hash = hashlib.sha256()
-                reader = TarReader(stream, diff_hash.update)
-                for e in reader:
-                    handle(e, reader)
-                raw.verify()
-            actual = "sha256:" + diff_hash.hexdigest()
+            with open_layer_tar(self.source, layer.desc, what, diff_hash=True) as tar:
+                for e in tar:
+                    handle(e, tar.reader)
+            actual = tar.diff_digest
             if actual != layer.diff_id:
                 self.f.add(
                     ERROR,
@@ -402,7 +380,7 @@ class _Verifier:
             return
         layer = self.layers[self._li]
         name, utf8 = _decode(e.name)
-        path = _clean(name)
+        path = clean(name)
         if layer.appended:
             self._import_rules(layer, e, name, utf8, path)
         if path is None or path == ".":
@@ -464,7 +442,7 @@ class _Verifier:
                 node.data = bytes(buf)
         elif kind == LINK:
             target_name, _ = _decode(e.linkname)
-            target = _clean(target_name)
+            target = clean(target_name)
             src = self.nodes.get(target) if target else None
             if src is not None and src.kind in (REG, LINK):
                 node.size, node.crc, node.data = src.size, src.crc, src.data
@@ -480,13 +458,7 @@ class _Verifier:
 
     def _diff_path(self, path: str) -> tuple[str, str] | None:
         """(layer id, path inside diff/) for a path under the store's ``overlay/<id>/diff/``."""
-        if not path.startswith(self.s_slash + "overlay/"):
-            return None
-        rest = path[len(self.s_slash) + len("overlay/") :]
-        lid, _, tail = rest.partition("/")
-        if not tail.startswith("diff/"):
-            return None
-        return lid, tail[len("diff/") :]
+        return self.paths.in_diff(path)
 
     # -- bootc import rules, for appended layers -----------------------------------------------
 
@@ -576,7 +548,7 @@ class _Verifier:
             self._regular.add(path)
         elif e.typeflag == LINK:
             target_name, _ = _decode(e.linkname)
-            target = _clean(target_name)
+            target = clean(target_name)
             if target is None or target not in self._regular:
                 add(
                     ERROR,
@@ -652,8 +624,8 @@ class _Verifier:
 
     # -- the store at the store path -----------------------------------------------------------
 
-    def _json(self, rel: str, what: str) -> Any:
-        node = self.nodes.get(self.s_slash + rel)
+    def _json(self, path: str, what: str) -> Any:
+        node = self.nodes.get(path)
         if node is None or node.kind not in (REG, LINK) or node.data is None:
             return None
         try:
@@ -663,16 +635,12 @@ class _Verifier:
                 ERROR,
                 "store.records",
                 f"{what} is not valid JSON: {e}",
-                path=_shown(self.s_slash + rel),
+                path=_shown(path),
             )
             return None
 
     def has_store(self) -> bool:
-        s = self.s_slash
-        return (
-            s + "overlay-layers/layers.json" in self.nodes
-            or s + "overlay-images/images.json" in self.nodes
-        )
+        return self.paths.layers_json in self.nodes or self.paths.images_json in self.nodes
 
     def report_missing_store(self) -> None:
         made_by_us = any(layer.appended for layer in self.layers)
@@ -680,29 +648,29 @@ class _Verifier:
         self.f.add(
             ERROR if made_by_us or not other else WARNING,
             "store.missing",
-            f"no containers-storage store at {self.store_abs} (neither "
-            f"overlay-layers/layers.json nor overlay-images/images.json)",
+            f"no containers-storage store at {self.store_abs} (neither {LAYERS_JSON} nor "
+            f"{IMAGES_JSON})",
             path=self.store_abs,
         )
 
     def check_store(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The store's consistency checks; returns (image records, layer records)."""
         add = self.f.add
-        s = self.s_slash
-        has_layers = s + "overlay-layers/layers.json" in self.nodes
-        has_images = s + "overlay-images/images.json" in self.nodes
-        for lock in ("overlay-layers/layers.lock", "overlay-images/images.lock"):
-            node = self.nodes.get(s + lock)
+        paths = self.paths
+        has_layers = paths.layers_json in self.nodes
+        has_images = paths.images_json in self.nodes
+        for lock in (paths.layers_lock, paths.images_lock):
+            node = self.nodes.get(lock)
             if node is None or node.kind not in (REG, LINK):
                 add(
                     ERROR,
                     "store.lock-files",
-                    f"{_shown(s + lock)} is missing: on a read-only store podman 4 fails every "
+                    f"{_shown(lock)} is missing: on a read-only store podman 4 fails every "
                     f"command and podman 5 ignores the whole store",
-                    path=_shown(s + lock),
+                    path=_shown(lock),
                 )
-        layers_raw = self._json("overlay-layers/layers.json", "layers.json")
-        images_raw = self._json("overlay-images/images.json", "images.json")
+        layers_raw = self._json(paths.layers_json, "layers.json")
+        images_raw = self._json(paths.images_json, "images.json")
         if not isinstance(layers_raw, list):
             if has_layers and layers_raw is not None:
                 add(ERROR, "store.records", "layers.json is not a JSON array")
@@ -710,7 +678,7 @@ class _Verifier:
                 add(
                     ERROR,
                     "store.records",
-                    f"{self.store_abs}/overlay-layers/layers.json is missing",
+                    f"{_shown(paths.layers_json)} is missing",
                 )
             layers_raw = []
         if not isinstance(images_raw, list):
@@ -720,7 +688,7 @@ class _Verifier:
                 add(
                     ERROR,
                     "store.records",
-                    f"{self.store_abs}/overlay-images/images.json is missing",
+                    f"{_shown(paths.images_json)} is missing",
                 )
             images_raw = []
         layers = [r for r in layers_raw if isinstance(r, dict) and isinstance(r.get("id"), str)]
@@ -732,14 +700,14 @@ class _Verifier:
         return images, layers
 
     def _link_of(self, lid: str) -> str | None:
-        node = self.nodes.get(f"{self.s_slash}overlay/{lid}/link")
+        node = self.nodes.get(self.paths.link_file(lid))
         if node is None or node.data is None:
             return None
         return node.data.decode("utf-8", "replace")
 
     def _check_layers(self, layers: list[dict[str, Any]]) -> None:
         add = self.f.add
-        s = self.s_slash
+        paths = self.paths
         by_id: dict[str, dict[str, Any]] = {}
         for r in layers:
             if r["id"] in by_id:
@@ -752,9 +720,9 @@ class _Verifier:
             by_id[r["id"]] = r
         links: dict[str, str] = {}
         for lid, r in by_id.items():
-            layer_dir = f"{s}overlay/{lid}"
+            layer_dir = paths.layer_dir(lid)
             img = self.image_of.get(lid)
-            diff = self.nodes.get(layer_dir + "/diff")
+            diff = self.nodes.get(paths.diff(lid))
             if diff is None or diff.kind != DIR:
                 add(
                     ERROR,
@@ -762,9 +730,9 @@ class _Verifier:
                     f"layer {lid}: {_shown(layer_dir)}/diff/ is missing",
                     image=img,
                     layer=lid,
-                    path=_shown(layer_dir + "/diff"),
+                    path=_shown(paths.diff(lid)),
                 )
-            if layer_dir + "/merged" not in self.nodes:
+            if paths.merged(lid) not in self.nodes:
                 add(
                     WARNING,
                     "store.layer-dirs",
@@ -800,7 +768,7 @@ class _Verifier:
                     f"layer {lid}: {_shown(layer_dir)}/link is missing",
                     image=img,
                     layer=lid,
-                    path=_shown(layer_dir + "/link"),
+                    path=_shown(paths.link_file(lid)),
                 )
                 continue
             if not _LINK_ID.match(link):
@@ -810,7 +778,7 @@ class _Verifier:
                     f"layer {lid}: link file holds {link!r}, not 26 characters of A-Z2-7",
                     image=img,
                     layer=lid,
-                    path=_shown(layer_dir + "/link"),
+                    path=_shown(paths.link_file(lid)),
                 )
             if not _LINK_ID.match(link):
                 continue  # the l/ symlink and the children's lower files cannot match it
@@ -823,8 +791,8 @@ class _Verifier:
                     layer=lid,
                 )
             links[link] = lid
-            sym = self.nodes.get(f"{s}overlay/l/{link}")
-            want = f"../{lid}/diff"
+            sym = self.nodes.get(paths.link(link))
+            want = paths.link_target(lid)
             if sym is None or sym.kind != SYMLINK or sym.link != want:
                 have = (
                     "missing"
@@ -834,15 +802,15 @@ class _Verifier:
                 add(
                     ERROR,
                     "store.l-symlink",
-                    f"layer {lid}: {_shown(s + 'overlay/l/' + link)} is {have}; it must be a "
+                    f"layer {lid}: {_shown(paths.link(link))} is {have}; it must be a "
                     f"symlink to {want!r}",
                     image=img,
                     layer=lid,
-                    path=_shown(f"{s}overlay/l/{link}"),
+                    path=_shown(paths.link(link)),
                 )
             self._check_lower(lid, r, by_id, img)
         # l/ entries nobody owns
-        prefix = f"{s}overlay/l/"
+        prefix = paths.link_dir + "/"
         for path in self.nodes:
             if path.startswith(prefix) and "/" not in path[len(prefix) :]:
                 name = path[len(prefix) :]
@@ -860,7 +828,7 @@ class _Verifier:
     def _check_lower(
         self, lid: str, r: dict[str, Any], by_id: dict[str, dict[str, Any]], img: str | None
     ) -> None:
-        lower_path = f"{self.s_slash}overlay/{lid}/lower"
+        lower_path = self.paths.lower(lid)
         node = self.nodes.get(lower_path)
         if r.get("parent") is None:
             if node is not None:
@@ -878,7 +846,7 @@ class _Verifier:
         p = r.get("parent")
         while isinstance(p, str) and p in by_id and p not in seen:
             seen.add(p)
-            chain.append("l/" + (self._link_of(p) or "?"))
+            chain.append(self._link_of(p) or "?")
             p = by_id[p].get("parent")
         if isinstance(p, str) and p in seen:
             self.f.add(
@@ -891,7 +859,7 @@ class _Verifier:
             return
         if isinstance(p, str):
             return  # a missing parent: reported already
-        want = ":".join(chain)
+        want = _storage.lower_of_links(chain)
         have = node.data.decode("utf-8", "replace") if node is not None and node.data else None
         if have != want:
             self.f.add(
@@ -957,7 +925,7 @@ class _Verifier:
         for key in names:
             if not isinstance(key, str):
                 continue
-            path = f"{self.s_slash}overlay-images/{iid}/{_storage.bigdata_filename(key)}"
+            path = self.paths.big_data(iid, key)
             node = self.nodes.get(path)
             if node is None or node.kind not in (REG, LINK):
                 add(
@@ -1008,14 +976,14 @@ class _Verifier:
                 image=shown,
             )
         digest = r.get("digest")
-        if isinstance(digest, str) and ("manifest-" + digest) not in names:
+        if isinstance(digest, str) and _storage.manifest_key(digest) not in names:
             add(
                 WARNING,
                 "store.big-data",
                 f"image {shown}: no manifest big data for its digest {digest}",
                 image=shown,
             )
-        manifest = contents.get("manifest-" + digest) if isinstance(digest, str) else None
+        manifest = contents.get(_storage.manifest_key(digest)) if isinstance(digest, str) else None
         if manifest is not None and "sha256:" + hashlib.sha256(manifest).hexdigest() != digest:
             add(
                 ERROR,
@@ -1060,7 +1028,7 @@ class _Verifier:
     # -- tar-split, first half: sizes and CRCs -------------------------------------------------
 
     def _check_tarsplit(self, lid: str, r: dict[str, Any]) -> None:
-        path = f"{self.s_slash}overlay-layers/{lid}.tar-split.gz"
+        path = self.paths.tar_split(lid)
         img = self.image_of.get(lid)
         node = self.nodes.get(path)
         if node is None or node.data is None:
@@ -1075,7 +1043,7 @@ class _Verifier:
                 path=_shown(path),
             )
             return
-        diff_prefix = f"{self.s_slash}overlay/{lid}/diff/"
+        diff_prefix = self.paths.diff(lid) + "/"
         needs: dict[str, int] = {}
         links: dict[str, str] = {}
         origins: set[int] = set()
@@ -1090,7 +1058,7 @@ class _Verifier:
                 if size == 0:
                     continue
                 name, _ = _decode(entry_name(entry))
-                rel = _clean(name)
+                rel = clean(name)
                 shown_rel = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 f = self.nodes.get(diff_prefix + rel) if rel else None
                 if f is not None and f.kind == LINK:
@@ -1199,7 +1167,7 @@ class _Verifier:
             seq += 1
             if e.typeflag not in (REG, CONT):
                 return
-            path = _clean(_decode(e.name)[0])
+            path = clean(_decode(e.name)[0])
             where = self._diff_path(path) if path is not None else None
             if path is None or where is None:
                 return
@@ -1363,8 +1331,8 @@ class _Verifier:
     def _index_images(self) -> None:
         """Which image each layer belongs to, for naming it in findings (first image wins)."""
         records: dict[str, list[dict[str, Any]]] = {}
-        for rel in ("overlay-images/images.json", "overlay-layers/layers.json"):
-            node = self.nodes.get(self.s_slash + rel)
+        for rel in (self.paths.images_json, self.paths.layers_json):
+            node = self.nodes.get(rel)
             value: Any = None
             if node is not None and node.data is not None:
                 try:
@@ -1376,8 +1344,8 @@ class _Verifier:
                 for r in (value if isinstance(value, list) else [])
                 if isinstance(r, dict) and isinstance(r.get("id"), str)
             ]
-        parents = {r["id"]: r.get("parent") for r in records["overlay-layers/layers.json"]}
-        for r in records["overlay-images/images.json"]:
+        parents = {r["id"]: r.get("parent") for r in records[self.paths.layers_json]}
+        for r in records[self.paths.images_json]:
             name = str((r.get("names") or [r["id"][:12]])[0])
             lid = r.get("layer")
             seen: set[str] = set()
@@ -1414,7 +1382,7 @@ class _Reassembly:
         self._advance()
 
     def _source(self, name: bytes) -> str:
-        rel = _clean(_decode(name)[0]) or ""
+        rel = clean(_decode(name)[0]) or ""
         return self._prefix + rel
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -1502,17 +1470,6 @@ class _Reassembly:
                 self._spool.close()
 
 
-def _store_path(image: ResolvedImage, override: str | None) -> str:
-    if override:
-        return "/" + override.strip("/")
-    store = image.manifest.annotations.get(A_STORE)
-    if not store:
-        for d in image.manifest.layers:
-            if d.annotations.get(A_STORE):
-                store = d.annotations[A_STORE]
-    return "/" + (store or _storage.DEFAULT_STORE).strip("/")
-
-
 def verify_image(
     ref: str,
     platform: str | None = None,
@@ -1522,15 +1479,13 @@ def verify_image(
 ) -> VerifyResult:
     """Check the image at ``ref`` as a bootc host would see it; see the module documentation."""
     plat = Platform.parse(platform) if platform else None
-    source = open_source(parse_reference(ref), options)
-    try:
-        image = resolve_image(source, plat)
-        store = _store_path(image, store_path)
-        v = _Verifier(image, source, store, progress)
+    with open_output(ref, plat, options) as output:
+        store = "/" + store_path.strip("/") if store_path else output.store_path()
+        v = _Verifier(output, store, progress)
         findings, names, store_layers, stores = v.run()
         return VerifyResult(
             reference=ref,
-            manifest_digest=image.manifest.digest,
+            manifest_digest=output.manifest.digest,
             store=store,
             findings=findings,
             images=names,
@@ -1540,5 +1495,3 @@ def verify_image(
             kernel=v.kernel,
             storage_conf=v.storage_conf,
         )
-    finally:
-        source.close()

@@ -13,7 +13,7 @@ import click
 
 from . import _compress
 from ._build import BuildOptions, BuildResult, build
-from ._reuse import parse_size
+from ._cache import parse_size
 from ._storage import DEFAULT_STORE
 from ._transports import TransportOptions
 from ._version import __version__

@@ -12,7 +12,6 @@ from .._model import (
     Manifest,
     Platform,
     index_manifests,
-    json_bytes,
     load_json,
     sniff_media_type,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "ImageSource",
     "ResolvedImage",
     "TransportOptions",
-    "json_bytes",
     "open_blob",
     "open_destination",
     "open_source",

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .._contract import dumps
 from .._digest import check_algorithm, sha256_digest
 from .._model import (
     OCI_INDEX,
     OCI_LAYOUT_VERSION,
     Descriptor,
     index_manifests,
-    json_bytes,
     load_json,
 )
 from .._reference import Reference
@@ -242,11 +242,11 @@ class _StagedLayout:
         index["manifests"] = [m for m in index.get("manifests", []) if keep(m)] + [desc]
         layout_file = layout / "oci-layout"
         if not layout_file.exists():
-            layout_file.write_bytes(json_bytes({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
+            layout_file.write_bytes(dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
         fd, tmp = tempfile.mkstemp(dir=layout, prefix=".index.json.bootc-embed-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(json_bytes(index))
+                f.write(dumps(index))
             os.replace(tmp, layout / "index.json")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
