@@ -611,6 +611,15 @@ class _Writer:
             if p not in self.emitted_dirs:
                 self._emit_dir(p)
 
+    def _marked_dir(self, d: str) -> None:
+        """A directory that holds a whiteout or an opaque marker: written now if the layer did
+        not need it yet (it may have no other entry), else its marking checked."""
+        if d in self.emitted_dirs:
+            self._check_dir(d)
+        else:
+            self._ensure_parents(d)
+            self._emit_dir(d)
+
     def _check_dir(self, d: str) -> None:
         """``d`` was written already: its opaque marking must still be right."""
         if self.emitted_dirs[d] != self._wanted(d):
@@ -663,8 +672,8 @@ class _Writer:
                     self._keep(e, path, extra, reader)
                 elif action == "whiteout":
                     self._whiteout(e, path, extra)
-                elif action == "opaque" and path in self.emitted_dirs:
-                    self._check_dir(path)
+                elif action == "opaque":
+                    self._marked_dir(path)
             except _Contradiction:
                 reader.skim()
                 for rest in entries:
@@ -720,11 +729,7 @@ class _Writer:
     def _whiteout(self, e: TarEntry, parent: str, target: str) -> None:
         if self.know.dropped(parent):
             return
-        if parent in self.emitted_dirs:
-            self._check_dir(parent)
-        else:
-            self._ensure_parents(parent)
-            self._emit_dir(parent)
+        self._marked_dir(parent)
         form = self.job.whiteouts
         rel = target if parent == "." else f"{parent}/{target}"
         if form == "chardev":
