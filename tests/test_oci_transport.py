@@ -29,6 +29,7 @@ from support.ocilayout import (
     write_blob,
     write_image,
 )
+from unit_support.layers import refuses_non_archives
 
 from bootc_embed._model import Descriptor, Platform
 from bootc_embed._reference import parse_reference
@@ -277,18 +278,16 @@ def test_a_wrong_blob_in_an_archive_is_refused_naming_it(tmp_path: Path) -> None
 
 
 def test_a_file_that_is_not_an_oci_archive_is_named(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.tar"
-    with pytest.raises(ImageReferenceError, match=f"no such archive '{missing}'"):
-        _source(f"oci-archive:{missing}")
-    garbage = tmp_path / "garbage.tar"
-    garbage.write_bytes(b"\x01" * 2048)
-    with pytest.raises(ImageReferenceError, match="not a readable OCI archive"):
-        _source(f"oci-archive:{garbage}")
-    other = tmp_path / "other.tar"
-    with tarfile.open(other, "w") as tf:
-        tf.addfile(tarfile.TarInfo("manifest.json"), io.BytesIO(b""))
-    with pytest.raises(ImageReferenceError, match=r"holds no OCI layout \(no index.json\)"):
-        _source(f"oci-archive:{other}")
+    refuses_non_archives(
+        "oci-archive",
+        tmp_path,
+        "manifest.json",
+        [
+            "no such archive",
+            "not a readable OCI archive",
+            "the archive holds no OCI layout (no index.json)",
+        ],
+    )
 
 
 # -- oci: destination ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from bootc_embed._reference import parse_reference
 from bootc_embed._tar import TarReader
 from bootc_embed._transform import LayerJob, LayerResult, transform_layer
 from bootc_embed._transports import ImageSource, open_source, resolve
+from bootc_embed.errors import ImageReferenceError
 
 STORE = "/usr/lib/containers/storage"
 S = STORE.strip("/")
@@ -156,6 +157,22 @@ class Made:
         (data,) = [d for m, d in self.members() if m.name == name]
         assert data is not None
         return data
+
+
+def refuses_non_archives(transport: str, directory: Path, member: str, words: list[str]) -> None:
+    """``TRANSPORT:FILE`` is refused, with an ImageReferenceError saying ``words`` in turn, for a
+    missing file, a file that is not a tar, and a tar holding only ``member``."""
+    missing, garbage, other = (directory / n for n in ("missing.tar", "garbage.tar", "other.tar"))
+    garbage.write_bytes(b"\x01" * 2048)
+    with tarfile.open(other, "w") as tf:
+        tf.addfile(tarfile.TarInfo(member), io.BytesIO(b""))
+    for path, expected in zip((missing, garbage, other), words, strict=True):
+        try:
+            open_source(parse_reference(f"{transport}:{path}"))
+        except ImageReferenceError as e:
+            assert expected in str(e), str(e)
+        else:
+            raise AssertionError(f"{transport}:{path} was not refused")
 
 
 def run(job: LayerJob, staging: Path, **kw: Any) -> Made:
