@@ -7,7 +7,6 @@ Everything the output holds is checked by reading it back with the standard libr
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from unit_support.layers import layer_ids, link_id
 from unit_support.oci import Layout, blob_files, info, sha256, tar_of, write_layout
 
 from bootc_embed import (
@@ -104,21 +104,8 @@ def _source(samples: SampleImages, which: str) -> Layout:
     return Layout(samples.directory / which, "latest" if which == "base" else "1")
 
 
-def _layer_ids(diff_ids: list[str]) -> list[str]:
-    """containers/image's layer ids, computed here independently of bootc_embed."""
-    ids: list[str] = []
-    for d in diff_ids:
-        hexpart = d.removeprefix("sha256:")
-        ids.append(hashlib.sha256(f"{ids[-1]}+{hexpart}".encode()).hexdigest() if ids else hexpart)
-    return ids
-
-
-def _link(layer_id: str) -> str:
-    return base64.b32encode(hashlib.sha256(layer_id.encode()).digest()).decode()[:26]
-
-
 def _app_chain(samples: SampleImages, which: str) -> list[str]:
-    return _layer_ids(_source(samples, which).config["rootfs"]["diff_ids"])
+    return layer_ids(_source(samples, which).config["rootfs"]["diff_ids"])
 
 
 def _all_app_ids(samples: SampleImages) -> list[str]:
@@ -420,12 +407,12 @@ def test_every_app_layer_holds_its_overlay_skeleton(samples: SampleImages, built
         ancestors = list(reversed(chain[: chain.index(lid)]))
         members = {m.name: (m, data) for m, data in built.members(built.app_layer(lid))}
         layer_dir = f"{STORE}/overlay/{lid}"
-        link = _link(lid)
+        link = link_id(lid)
         m, data = members[f"{layer_dir}/link"]
         assert m.isreg() and data == link.encode()
         if ancestors:
             m, data = members[f"{layer_dir}/lower"]
-            assert data == ":".join(f"l/{_link(a)}" for a in ancestors).encode()
+            assert data == ":".join(f"l/{link_id(a)}" for a in ancestors).encode()
             assert f"{layer_dir}/empty" not in members
         else:
             assert f"{layer_dir}/lower" not in members

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from registry_support import Registry, free_port, htpasswd, make_certs, skopeo_push
-from test_registry import _auth_json, bootc_embed, failed, ok
+from test_registry import bootc_embed, failed, ok
+from unit_support.auth import write_auth_json
 
 from bootc_embed._demo import SampleImages, write_sample_images
 from bootc_embed._reference import parse_reference
@@ -503,7 +504,7 @@ def test_failing_mirrors_are_skipped_and_every_location_tried_is_named(
         assert f"mirror {dead2}/demo/base:latest: {dead2}: cannot reach the registry" in err
         assert f"; {dead}/demo/base:latest: {dead}: cannot reach the registry" in err
         # a mirror's own credentials come from the auth files, by its host
-        authfile = _auth_json(tmp_path / "auth.json", {locked.host: ("alice", "s3cret-pw")})
+        authfile = write_auth_json(tmp_path / "auth.json", {locked.host: ("alice", "s3cret-pw")})
         locked.mark()
         ok(
             build(

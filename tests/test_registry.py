@@ -9,7 +9,6 @@ What the client did is read from the registry's access log.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from registry_support import (
     skopeo_push,
     wait_for,
 )
+from unit_support.auth import write_auth_json
 
 from bootc_embed import UsageError
 from bootc_embed._demo import SampleImages, host_architecture, write_sample_images
@@ -47,7 +47,6 @@ from bootc_embed._transports import (
     open_source,
     resolve,
 )
-from bootc_embed._transports._auth import find_credentials
 from bootc_embed._transports.registry import RegistrySource, is_local, parse_challenges
 from bootc_embed.errors import DigestMismatchError, ImageReferenceError
 
@@ -219,77 +218,6 @@ def test_challenges_parse_with_commas_in_quoted_scopes() -> None:
     }
     basic, bearer = parse_challenges('Basic realm="x", Bearer realm="y",service=s')
     assert (basic.scheme, bearer.scheme, bearer.params["service"]) == ("basic", "bearer", "s")
-
-
-def _auth_json(path: Path, entries: dict, **extra: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    auths = {
-        k: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()} for k, (u, p) in entries.items()
-    }
-    path.write_text(json.dumps({"auths": auths, **extra}))
-    return path
-
-
-def test_credentials_are_looked_up_in_podmans_order(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
-    docker = _auth_json(home / ".docker/config.json", {"reg.example:5000": ("docker", "d")})
-    found = find_credentials("reg.example:5000", "a/b", env=env)
-    assert found.credentials is not None
-    assert (found.credentials.username, found.credentials.origin) == (
-        "docker",
-        f"{docker} (reg.example:5000)",
-    )
-    # ~/.config/containers/auth.json comes before docker's; the runtime file before both
-    _auth_json(home / ".config/containers/auth.json", {"reg.example:5000": ("config", "c")})
-    assert find_credentials("reg.example:5000", "a/b", env=env).credentials.username == "config"
-    _auth_json(tmp_path / "run/containers/auth.json", {"reg.example:5000/a": ("runtime", "r")})
-    found = find_credentials("reg.example:5000", "a/b", env=env)
-    assert found.credentials.username == "runtime"  # a namespace entry matches a/b
-    assert find_credentials("reg.example:5000", "other", env=env).credentials.username == "config"
-    # REGISTRY_AUTH_FILE, then --authfile: only that file
-    only = _auth_json(tmp_path / "only.json", {"https://reg.example:5000/v1/": ("only", "o")})
-    env2 = {**env, "REGISTRY_AUTH_FILE": str(only)}
-    assert find_credentials("reg.example:5000", "a", env=env2).credentials.username == "only"
-    other = _auth_json(tmp_path / "other.json", {})
-    lookup = find_credentials("reg.example:5000", "a", env=env2, authfile=str(other))
-    assert lookup.credentials is None
-    assert lookup.searched == [f"{other} (no entry for reg.example:5000)"]
-    # --creds beats everything
-    creds = find_credentials("reg.example:5000", "a", env=env, creds="u:p:with:colons")
-    assert (creds.credentials.username, creds.credentials.password) == ("u", "p:with:colons")
-    assert "p:with" not in repr(creds.credentials) and "p:with" not in creds.describe()
-
-
-def test_credential_helpers_are_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    helper = bin_dir / "docker-credential-fake"
-    helper.write_text(
-        "#!/bin/sh\nread server\n"
-        'if [ "$server" = "helped.example" ]; then\n'
-        '  echo \'{"ServerURL":"helped.example","Username":"hu","Secret":"hs"}\'\n'
-        "else echo 'credentials not found in native keychain'; exit 1; fi\n"
-    )
-    helper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    cfg = tmp_path / "docker"
-    _auth_json(
-        cfg / "config.json",
-        {"plain.example": ("pu", "pp")},
-        credHelpers={"helped.example": "fake"},
-        credsStore="fake",
-    )
-    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "r"), "DOCKER_CONFIG": str(cfg)}
-    found = find_credentials("helped.example", "x", env=env)
-    assert (found.credentials.username, found.credentials.origin) == (
-        "hu",
-        "docker-credential-fake",
-    )
-    assert find_credentials("plain.example", "x", env=env).credentials.username == "pu"
-    nothing = find_credentials("other.example", "x", env=env)  # credsStore asked, no entry
-    assert nothing.credentials is None
-    assert any("docker-credential-fake (no entry for other.example)" in s for s in nothing.searched)
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,7 +600,7 @@ def test_htpasswd_basic_auth(tmp_path: Path, samples: SampleImages, home: Path) 
         ok(bootc_embed(*_build_args(reg, out), "--creds", f"{USER}:{PASSWORD}", home=home))
         assert reg.has_tag("demo/out", "1")
         # an auth file given with --authfile
-        authfile = _auth_json(tmp_path / "auth.json", {reg.host: (USER, PASSWORD)})
+        authfile = write_auth_json(tmp_path / "auth.json", {reg.host: (USER, PASSWORD)})
         ok(
             bootc_embed(
                 *_build_args(reg, f"docker://{reg.host}/demo/o2:1"),
@@ -682,7 +610,7 @@ def test_htpasswd_basic_auth(tmp_path: Path, samples: SampleImages, home: Path) 
             )
         )
         # podman's default file, $XDG_RUNTIME_DIR/containers/auth.json
-        _auth_json(home / "run/containers/auth.json", {reg.host: (USER, PASSWORD)})
+        write_auth_json(home / "run/containers/auth.json", {reg.host: (USER, PASSWORD)})
         ok(bootc_embed(*_build_args(reg, f"docker://{reg.host}/demo/o3:1"), home=home))
         (home / "run/containers/auth.json").unlink()
 
@@ -704,7 +632,7 @@ def test_htpasswd_basic_auth(tmp_path: Path, samples: SampleImages, home: Path) 
         assert "anonymous" in err and str(home / "run/containers/auth.json") in err
         assert "--creds" in err
         # a wrong password in an auth file names the file
-        bad = _auth_json(tmp_path / "bad.json", {reg.host: (USER, "nope-pw")})
+        bad = write_auth_json(tmp_path / "bad.json", {reg.host: (USER, "nope-pw")})
         err = failed(
             bootc_embed(
                 *_build_args(reg, f"docker://{reg.host}/demo/bad:1"), "--authfile", bad, home=home

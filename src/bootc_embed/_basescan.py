@@ -263,8 +263,8 @@ class BaseScanner:
         try:
             obj = json.loads(path.read_bytes())
             return {p: Node.from_json(n) for p, n in obj.items()}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # a damaged entry (e.g. JSON that is not an object): scan again
 
     def _path(self, desc: Descriptor, store: str) -> Path | None:
         return self._dir / self._key(desc, store.strip("/")) if self._dir is not None else None

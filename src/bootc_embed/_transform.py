@@ -568,12 +568,21 @@ class _Writer:
         if self.plan is not None or not self.out.replace(self.handles[d], self._dir_bytes(d)):
             raise _Contradiction
 
-    def _ensureparents(self, path: str) -> None:
+    def _ensure_parents(self, path: str) -> None:
         if posixpath.dirname(path) in self.emitted_dirs:
             return
         for p in parents(path):
             if p not in self.emitted_dirs:
                 self._emit_dir(p)
+
+    def _marked_dir(self, d: str) -> None:
+        """A directory that holds a whiteout or an opaque marker: written now if the layer did
+        not need it yet (it may have no other entry), else its marking checked."""
+        if d in self.emitted_dirs:
+            self._check_dir(d)
+        else:
+            self._ensure_parents(d)
+            self._emit_dir(d)
 
     def _check_dir(self, d: str) -> None:
         """``d`` was written already: its opaque marking must still be right."""
@@ -621,8 +630,8 @@ class _Writer:
                     self._keep(e, path, extra, reader)
                 elif action == "whiteout":
                     self._whiteout(e, path, extra)
-                elif action == "opaque" and path in self.emitted_dirs:
-                    self._check_dir(path)
+                elif action == "opaque":
+                    self._marked_dir(path)
             except _Contradiction:
                 reader.skim()
                 for rest in entries:
@@ -645,10 +654,10 @@ class _Writer:
                 if self.plan is None:
                     self._rewrite_dir(path)  # written already as a missing parent
                 return
-            self._ensureparents(path)
+            self._ensure_parents(path)
             self._emit_dir(path)
             return
-        self._ensureparents(path)
+        self._ensure_parents(path)
         name = f"{self.diff}/{path}"
         if e.typeflag == LINK:
             xattrs = self.live.link_xattrs[extra]
@@ -678,11 +687,7 @@ class _Writer:
     def _whiteout(self, e: TarEntry, parent: str, target: str) -> None:
         if self.know.dropped(parent):
             return
-        if parent in self.emitted_dirs:
-            self._check_dir(parent)
-        else:
-            self._ensureparents(parent)
-            self._emit_dir(parent)
+        self._marked_dir(parent)
         form = self.job.whiteouts
         rel = target if parent == "." else f"{parent}/{target}"
         if form == "chardev":
