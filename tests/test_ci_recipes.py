@@ -310,9 +310,11 @@ def run_github(ci: CIMachine, cwd: Path, values: dict[str, str], n: int) -> Outc
 
     temp = ci.work / f"github-runner-temp-{n}"
     temp.mkdir()
-    files = {k: temp.parent / f"github-{k.lower()}-{n}" for k in ("GITHUB_ENV", "GITHUB_PATH")}
-    for k in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
-        files[k] = temp.parent / f"github-{k.lower()}-{n}"
+    # the files through which steps talk to the runner
+    files = {
+        k: temp.parent / f"github-{k.lower()}-{n}"
+        for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
+    }
     for f in files.values():
         f.write_text("")
     env = {
