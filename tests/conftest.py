@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import containers, images, ocilayout
+from support import containers, images, ocilayout, toolimage
 from support.containers import Podman, Registry
 
 CACHE_DIR = Path(os.environ.get("BOOTC_EMBED_TEST_CACHE", "/var/tmp/bootc-embed-test-cache"))
@@ -89,6 +89,26 @@ def test_images(container_env) -> images.TestImages:
         imgs.image(name)  # readable, or fail here with a clear message
     print(f"\n[fixtures] test images ready in {time.monotonic() - t0:.1f} s", flush=True)
     return imgs
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(session_dir) -> Path:
+    """Wheels installing this checkout's bootc-embed offline, on the image's Python and ours."""
+    ours = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pythons = tuple(sorted({toolimage.IMAGE_PYTHON, ours}))
+    return toolimage.build_wheelhouse(session_dir / "wheelhouse", CACHE_DIR, pythons)
+
+
+@pytest.fixture(scope="session")
+def tool_image(session_dir, container_env, wheelhouse):
+    """bootc-embed's container image, built from the repository's Containerfile (private store)."""
+    img = toolimage.build_tool_image(
+        session_dir / "tool-image", container_env, CACHE_DIR, wheelhouse
+    )
+    try:
+        yield img
+    finally:
+        img.podman.destroy()
 
 
 class RegistryImages:

@@ -217,6 +217,7 @@ class Podman:
     ) -> None:
         self.root = Path(root)
         self.runroot = short_runroot()
+        self.tmpdir = self.runroot / "libpod"
         self.env = env
         self.additional_store = Path(additional_store) if additional_store else None
         self.root.mkdir(parents=True, exist_ok=True)
@@ -229,6 +230,11 @@ class Podman:
             str(self.root),
             "--runroot",
             str(self.runroot),
+            # libpod's state (default /run/libpod, shared by every podman of the machine):
+            # `system reset` in destroy() deletes it, under the feet of podman calls running
+            # at the same time, unless each store has its own
+            "--tmpdir",
+            str(self.tmpdir),
             "--storage-driver",
             "overlay",
         ]

@@ -37,6 +37,18 @@ BUILT_IMAGES = ("base", "app1", "app2")
 APP_IMAGES = ("app1", "app2", "app3")
 DEBIAN_MIN = "localhost/debian-min:12"
 ROOTFS_KEY = "bookworm-minbase-v1"
+# the base the tests build bootc-embed's own container image on (Containerfile at the repository
+# root): python3 with venv, plus what the image ships for run time (skopeo, the CA bundle), so
+# that building it needs no network. skopeo's containers-common depends on the virtual package
+# container-network-stack, which debootstrap does not resolve: one of its providers is named.
+PYTHON_ROOTFS_KEY = "bookworm-minbase-python-v1"
+PYTHON_ROOTFS_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "skopeo",
+    "containernetworking-plugins",
+    "ca-certificates",
+)
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -83,25 +95,30 @@ def locked(path: Path):
 # root filesystem
 
 
-def ensure_rootfs(cache: Path) -> Path:
-    """The debootstrap minbase bookworm root filesystem as a tarball (cached)."""
-    final = cache / f"rootfs-{ROOTFS_KEY}.tar"
+def ensure_rootfs(cache: Path, key: str = ROOTFS_KEY, include: tuple[str, ...] = ()) -> Path:
+    """A debootstrap minbase bookworm root filesystem as a tarball (cached under ``key``).
+
+    ``include``: packages added to minbase (``debootstrap --include``); ``key`` names them.
+    """
+    final = cache / f"rootfs-{key}.tar"
     if final.exists():
         return final
     with locked(cache / "rootfs.lock"):
         if final.exists():
             return final
-        work = cache / f"rootfs-{ROOTFS_KEY}.tmp"
+        work = cache / f"rootfs-{key}.tmp"
         remove_tree(work)
         work.mkdir(parents=True)
         t0 = time.monotonic()
-        log("debootstrap --variant=minbase bookworm (about 30 s)")
+        extra = [f"--include={','.join(include)}"] if include else []
+        log(f"debootstrap --variant=minbase {' '.join(extra)} bookworm (about 30 s)")
         try:
             with_retry(
                 lambda: run(
                     [
                         "debootstrap",
                         "--variant=minbase",
+                        *extra,
                         "bookworm",
                         work / "rootfs",
                         DEBIAN_MIRROR,
@@ -132,7 +149,7 @@ def ensure_rootfs(cache: Path) -> Path:
             (work / "rootfs.tar").rename(final)
         finally:
             remove_tree(work)
-        log(f"root filesystem ready in {time.monotonic() - t0:.0f} s")
+        log(f"root filesystem {key} ready in {time.monotonic() - t0:.0f} s")
     return final
 
 
