@@ -236,3 +236,31 @@ def bootc_embed():
 
 
 __all__ = ["BootcEmbedResult", "ocilayout", "run_bootc_embed"]
+
+
+# --------------------------------------------------------------------------------------------
+# the fault suites (tests/test_faults_*.py)
+
+
+@pytest.fixture(scope="session")
+def fault_images(tmp_path_factory):
+    """The fault suites' base and apps (support/faultimages.py) as OCI layouts."""
+    from support.faultimages import write_fault_images
+
+    return write_fault_images(tmp_path_factory.mktemp("fault-images"))
+
+
+@pytest.fixture(scope="session")
+def fault_registry(tmp_path_factory, fault_images):
+    """A loopback docker-registry holding faults/base:1, faults/app1:1 and faults/app2:1 (the
+    fault images, unchanged); it records every request in its access log."""
+    from registry_support import Registry as LoggingRegistry
+    from registry_support import skopeo_push
+
+    reg = LoggingRegistry(tmp_path_factory.mktemp("fault-registry")).start()
+    try:
+        for which in ("base", "app1", "app2"):
+            skopeo_push(getattr(fault_images, which), reg, f"faults/{which}:1")
+        yield reg
+    finally:
+        reg.stop()
