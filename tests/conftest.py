@@ -264,3 +264,38 @@ def fault_registry(tmp_path_factory, fault_images):
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory, fault_images):
+    """The manifest digest of a clean build of the fault images (from their layouts): what a
+    build that recovered from a fault must give."""
+    from support.faultrun import Build, Sandbox
+    from support.leftovers import tags
+
+    box = Sandbox(tmp_path_factory.mktemp("fault-reference"))
+    out = box.out / "ref"
+    r = Build(box, ["build", *fault_images.build_args(), "--output", f"oci:{out}:1"]).run()
+    assert r.returncode == 0, r.describe()
+    return tags(out)["1"]
+
+
+@pytest.fixture
+def box(tmp_path):
+    """A :class:`support.faultrun.Sandbox` for one fault-suite test: private output directory,
+    $TMPDIR, --tmpdir, cache and home."""
+    from support.faultrun import Sandbox
+
+    return Sandbox(tmp_path / "box")
+
+
+@pytest.fixture
+def proxy(fault_registry):
+    """A :class:`support.faultproxy.FaultProxy` in front of the fault registry (no faults yet)."""
+    from support.faultproxy import FaultProxy
+
+    p = FaultProxy(fault_registry.host).start()
+    try:
+        yield p
+    finally:
+        p.stop()

@@ -34,20 +34,6 @@ from support.leftovers import layout_problems, registry_state, tags, temporaries
 FULL = os.environ.get("BOOTC_EMBED_FAULTS_FULL") == "1"
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, fault_images: FaultImages) -> str:
-    box = Sandbox(tmp_path_factory.mktemp("reference"))
-    out = box.out / "ref"
-    r = Build(box, ["build", *fault_images.build_args(), "--output", f"oci:{out}:1"]).run()
-    assert r.returncode == 0, r.describe()
-    return tags(out)["1"]
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Sandbox:
-    return Sandbox(tmp_path / "box")
-
-
 # --------------------------------------------------------------------------------------------
 # outputs and how to check one after a fault
 
@@ -160,7 +146,7 @@ def test_sigkill_at_a_commit_step_leaves_the_output_whole_or_absent(
     when: str,
     box: Sandbox,
     fault_images: FaultImages,
-    reference: str,
+    fault_reference: str,
 ) -> None:
     out = make_output(kind, box, fault_images)
     hook = Hook(op, match, nth, when, "kill")
@@ -172,7 +158,7 @@ def test_sigkill_at_a_commit_step_leaves_the_output_whole_or_absent(
     assert r.returncode == -signal.SIGKILL, f"not killed at {hook}\n{r.describe()}"
     assert len(killed) == nth, r.calls
     now = out.state()
-    old, new = out.before or None, {**out.before, "1": reference}
+    old, new = out.before or None, {**out.before, "1": fault_reference}
     if FULL:
         assert now in (old, new), f"{out.ref} after the kill: {now}\n{r.describe()}"
     else:
@@ -187,7 +173,7 @@ def test_sigkill_at_a_commit_step_leaves_the_output_whole_or_absent(
 )
 @pytest.mark.parametrize("kind", ["fresh", "existing", "archive"])
 def test_the_next_build_removes_what_a_killed_build_left(
-    kind: str, box: Sandbox, fault_images: FaultImages, reference: str
+    kind: str, box: Sandbox, fault_images: FaultImages, fault_reference: str
 ) -> None:
     out = make_output(kind, box, fault_images)
     step = COMMIT_STEPS[kind][1]
@@ -196,7 +182,7 @@ def test_the_next_build_removes_what_a_killed_build_left(
     assert temporaries(box.roots), "the kill left nothing: the case tests nothing"
     again = Build(box, build_args(fault_images, out)).run()
     assert again.returncode == 0, again.describe()
-    assert out.state() == {**out.before, "1": reference}
+    assert out.state() == {**out.before, "1": fault_reference}
     assert temporaries(box.roots) == []
 
 
@@ -264,15 +250,6 @@ def test_sigterm_at_each_stage_stops_like_sigint_with_143(
 
 # --------------------------------------------------------------------------------------------
 # a push held by the fault proxy
-
-
-@pytest.fixture
-def proxy(fault_registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(fault_registry.host).start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 PUSH_STAGES = {
@@ -354,7 +331,7 @@ def test_the_next_push_removes_what_a_killed_push_left(
     fault_images: FaultImages,
     proxy: FaultProxy,
     fault_registry: Registry,
-    reference: str,
+    fault_reference: str,
 ) -> None:
     b = held_push("upload", box, fault_images, proxy, "faults/killed")
     b.signal(signal.SIGKILL)
@@ -450,14 +427,14 @@ def cache_build(box: Sandbox, images: FaultImages, name: str, hooks: list[Hook])
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_sigkill_while_a_cache_entry_is_added_leaves_a_usable_cache(
-    when: str, box: Sandbox, fault_images: FaultImages, reference: str
+    when: str, box: Sandbox, fault_images: FaultImages, fault_reference: str
 ) -> None:
     hook = Hook("rename", r"/\.new-\w+ -> .*/layers/[0-9a-f]{64}$", when=when)
     r = cache_build(box, fault_images, "killed", [hook])
     assert r.returncode == -signal.SIGKILL, r.describe()
     again = cache_build(box, fault_images, "again", [])
     assert again.returncode == 0, again.describe()
-    assert tags(box.out / "again") == {"1": reference}
+    assert tags(box.out / "again") == {"1": fault_reference}
     assert not layout_problems(box.out / "again")
 
 
@@ -467,7 +444,7 @@ def test_sigkill_while_a_cache_entry_is_added_leaves_a_usable_cache(
     "eviction does not count it)",
 )
 def test_the_next_build_removes_a_killed_builds_cache_work(
-    box: Sandbox, fault_images: FaultImages, reference: str
+    box: Sandbox, fault_images: FaultImages, fault_reference: str
 ) -> None:
     hook = Hook("rename", r"/\.new-\w+ -> .*/layers/[0-9a-f]{64}$")
     assert cache_build(box, fault_images, "killed", [hook]).returncode == -signal.SIGKILL

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,30 +23,6 @@ from support.leftovers import registry_state, tags, temporaries
 
 BREAKS_GZIP = -20000  # in the Huffman-coded text at the end of app1's first blob, past 1 MiB of tar
 STALL_TIMEOUT = "3"  # BOOTC_EMBED_REGISTRY_TIMEOUT where a stall is injected (stalls last 300 s)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, fault_images: FaultImages) -> str:
-    """The manifest digest of a clean build of the fault images (from their layouts)."""
-    box = Sandbox(tmp_path_factory.mktemp("reference"))
-    out = box.out / "ref"
-    r = Build(box, ["build", *fault_images.build_args(), "--output", f"oci:{out}:1"]).run()
-    assert r.returncode == 0, r.describe()
-    return tags(out)["1"]
-
-
-@pytest.fixture
-def proxy(fault_registry: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(fault_registry.host).start()
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Sandbox:
-    return Sandbox(tmp_path / "box")
 
 
 def pull_args(images: FaultImages, host: str) -> list[str]:
@@ -82,9 +57,9 @@ def failed(r: Outcome, box: Sandbox) -> str:
     return r.stderr
 
 
-def succeeded(r: Outcome, box: Sandbox, reference: str) -> None:
+def succeeded(r: Outcome, box: Sandbox, fault_reference: str) -> None:
     assert r.returncode == 0, r.describe()
-    assert tags(box.out / "out") == {"1": reference}, r.describe()
+    assert tags(box.out / "out") == {"1": fault_reference}, r.describe()
     nothing_left(box, r)
 
 
@@ -99,14 +74,14 @@ def injected(proxy: FaultProxy, fault: Fault, r: Outcome) -> None:
 
 
 def test_429_with_retry_after_on_a_blob_is_waited_for_and_retried(
-    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, reference: str
+    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, fault_reference: str
 ) -> None:
     digest = fault_images.layers("app1")[0]
     f = Fault("GET", blob_path(digest), "status", status=429, retry_after="1")
     proxy.add(f)
     r = pull(box, fault_images, proxy)
     injected(proxy, f, r)
-    succeeded(r, box, reference)
+    succeeded(r, box, fault_reference)
     gets = proxy.requests("GET", blob_path(digest))
     assert len(gets) == 2 and gets[0].fault == f.label and gets[1].fault is None, proxy.describe()
     # Retry-After: 1 was honoured (a lower bound: a slow machine only makes the gap longer)
@@ -114,7 +89,7 @@ def test_429_with_retry_after_on_a_blob_is_waited_for_and_retried(
 
 
 def test_pull_faults_are_retried(
-    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, reference: str
+    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, fault_reference: str
 ) -> None:
     """One build, a fault of each kind on a different request: all retried."""
     app1_manifest = r"^/v2/faults/app1" + MANIFEST
@@ -130,7 +105,7 @@ def test_pull_faults_are_retried(
     r = pull(box, fault_images, proxy)
     for f in faults:
         injected(proxy, f, r)
-    succeeded(r, box, reference)
+    succeeded(r, box, fault_reference)
 
 
 @pytest.mark.xfail(
@@ -140,25 +115,25 @@ def test_pull_faults_are_retried(
     "handler of the TLS error, so its __context__ makes _is_tls_error() true",
 )
 def test_a_reset_of_the_first_plain_http_request_is_retried(
-    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, reference: str
+    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, fault_reference: str
 ) -> None:
     f = Fault("GET", "^/v2/$", "reset", nth=(1,))
     proxy.add(f)
     r = pull(box, fault_images, proxy)
     injected(proxy, f, r)
-    succeeded(r, box, reference)
+    succeeded(r, box, fault_reference)
 
 
 @pytest.mark.parametrize("action", ["reset_body", "short_body"])
 def test_a_blob_cut_in_the_middle_is_resumed_with_range(
-    action: str, box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, reference: str
+    action: str, box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, fault_reference: str
 ) -> None:
     digest = fault_images.layers("app1")[0]
     f = Fault("GET", blob_path(digest), action, after=256 << 10)
     proxy.add(f)
     r = pull(box, fault_images, proxy)
     injected(proxy, f, r)
-    succeeded(r, box, reference)
+    succeeded(r, box, fault_reference)
     gets = proxy.requests("GET", blob_path(digest))
     assert gets[0].range is None, proxy.describe()
     resumed = [g.range for g in gets[1:]]
@@ -271,24 +246,28 @@ def test_503_on_every_request_says_503(
 
 
 def test_tls_refused_by_a_plain_http_registry_falls_back_to_http(
-    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, reference: str
+    box: Sandbox, fault_images: FaultImages, proxy: FaultProxy, fault_reference: str
 ) -> None:
     # the normal case every test here relies on: the TLS attempt gets a plain 400
-    succeeded(pull(box, fault_images, proxy), box, reference)
+    succeeded(pull(box, fault_images, proxy), box, fault_reference)
     tls = [e.outcome for e in proxy.requests("TLS")]
     assert tls and set(tls) == {"tls 400"}, proxy.describe()
 
 
 @pytest.mark.parametrize("tls", ["reset"])
 def test_tls_verify_false_falls_back_to_http_when_the_handshake_is_reset(
-    tls: str, box: Sandbox, fault_images: FaultImages, fault_registry: Registry, reference: str
+    tls: str,
+    box: Sandbox,
+    fault_images: FaultImages,
+    fault_registry: Registry,
+    fault_reference: str,
 ) -> None:
     with FaultProxy(fault_registry.host, tls=tls) as proxy:
         out = box.out / "out"
         args = [*pull_args(fault_images, proxy.host), "--tls-verify=false", "--no-cache"]
         r = Build(box, ["build", *args, "--output", f"oci:{out}:1"]).run()
         assert {e.outcome for e in proxy.requests("TLS")} == {f"tls {tls}"}, proxy.describe()
-    succeeded(r, box, reference)
+    succeeded(r, box, fault_reference)
 
 
 @pytest.mark.xfail(
@@ -297,10 +276,10 @@ def test_tls_verify_false_falls_back_to_http_when_the_handshake_is_reset(
     "the TLS handshake is not retried over HTTP (only WRONG_VERSION_NUMBER falls back)",
 )
 def test_tls_verify_false_falls_back_to_http_when_the_handshake_is_hung_up(
-    box: Sandbox, fault_images: FaultImages, fault_registry: Registry, reference: str
+    box: Sandbox, fault_images: FaultImages, fault_registry: Registry, fault_reference: str
 ) -> None:
     test_tls_verify_false_falls_back_to_http_when_the_handshake_is_reset(
-        "close", box, fault_images, fault_registry, reference
+        "close", box, fault_images, fault_registry, fault_reference
     )
 
 
@@ -327,7 +306,7 @@ def test_push_faults_are_retried_and_the_image_is_pushed_whole(
     fault_images: FaultImages,
     proxy: FaultProxy,
     fault_registry: Registry,
-    reference: str,
+    fault_reference: str,
 ) -> None:
     """One push, a fault of each kind on a different request: all retried."""
     repo = "faults/push-retried"
@@ -344,7 +323,7 @@ def test_push_faults_are_retried_and_the_image_is_pushed_whole(
     for f in faults:
         injected(proxy, f, r)
     assert r.returncode == 0, r.describe() + "\n" + proxy.describe()
-    assert pushed(fault_registry, repo) == reference
+    assert pushed(fault_registry, repo) == fault_reference
     nothing_left(box, r)
 
 
@@ -382,7 +361,7 @@ def test_a_5xx_after_the_registry_stored_the_manifest_fails_but_the_tag_exists(
     fault_images: FaultImages,
     proxy: FaultProxy,
     fault_registry: Registry,
-    reference: str,
+    fault_reference: str,
 ) -> None:
     # the manifest PUT reaches the registry; its answer is lost (a 500 instead): the build
     # reports the failure it saw, and the registry has the tag (as with skopeo)
@@ -393,7 +372,7 @@ def test_a_5xx_after_the_registry_stored_the_manifest_fails_but_the_tag_exists(
     assert proxy.injected(f.label), proxy.describe()
     assert r.returncode == 1 and "pushing the manifest" in r.stderr, r.describe()
     assert "answered HTTP 500" in r.stderr
-    assert pushed(fault_registry, repo) == reference
+    assert pushed(fault_registry, repo) == fault_reference
     nothing_left(box, r)
 
 
@@ -402,7 +381,7 @@ def test_a_5xx_after_the_registry_stored_the_manifest_fails_but_the_tag_exists(
 
 
 def test_no_password_in_any_output_even_when_the_push_fails(
-    tmp_path: Path, box: Sandbox, fault_images: FaultImages, reference: str
+    tmp_path: Path, box: Sandbox, fault_images: FaultImages, fault_reference: str
 ) -> None:
     password = "pw-7f3a9c-do-not-print"
     reg = Registry(tmp_path / "auth-reg", htpasswd=htpasswd(tmp_path / "htpasswd", {"u": password}))
@@ -416,7 +395,7 @@ def test_no_password_in_any_output_even_when_the_push_fails(
             common = ["build", *fault_images.build_args(base=base), "--creds", creds]
             ok = Build(box, [*common, "--output", f"oci:{out}:1", "--json"]).run()
             assert ok.returncode == 0, ok.describe()
-            assert tags(out) == {"1": reference}
+            assert tags(out) == {"1": fault_reference}
             f = Fault("PUT", MANIFEST, "status", nth=None, status=500)
             proxy.add(f)
             bad = Build(box, [*common, "--output", f"docker://{proxy.host}/faults/o:1"]).run()
