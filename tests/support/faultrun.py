@@ -134,8 +134,10 @@ class Build:
         hooks: Sequence[Hook] = (),
         env: dict[str, str] | None = None,
         name: str = "build",
+        umask: int = 0o022,
     ) -> None:
         self.box = box
+        self.umask = umask
         self.work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=box.root))
         self.control = self.work / "control"
         self.control.mkdir()
@@ -153,7 +155,12 @@ class Build:
         self._out = open(self.work / "stdout", "wb")  # noqa: SIM115 - closed in wait()
         self._err = open(self.work / "stderr", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err, env=self.env
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            env=self.env,
+            umask=self.umask,
         )
         return self
 
