@@ -39,6 +39,9 @@ GNU_LONGLINK = b"K"
 GNU_SPARSE = b"S"
 
 _HEADER_ONLY = {LINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO}
+# Go's maxSpecialFileSize: a PAX or GNU long-name/long-link header is read whole, so a larger
+# one is refused (ErrFieldTooLong) rather than held in memory.
+MAX_SPECIAL = 1 << 20
 
 
 class TarFormatError(Exception):
@@ -350,6 +353,14 @@ class TarReader:
                 size = _parse_numeric(blk[124:136], "size")
                 if size < 0:
                     raise TarFormatError("negative size in tar header")
+                if (
+                    typeflag in (XHEADER, XGLOBAL, GNU_LONGNAME, GNU_LONGLINK)
+                    and size > MAX_SPECIAL
+                ):
+                    raise TarFormatError(
+                        f"extension header of {size} bytes at offset {inp.offset - 512} is "
+                        f"larger than 1 MiB"
+                    )
                 if typeflag in (XHEADER, XGLOBAL):
                     records = _parse_pax(self._read_special(size))
                     if typeflag == XGLOBAL:
