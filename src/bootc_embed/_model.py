@@ -166,6 +166,8 @@ def load_json(data: bytes, what: str) -> dict[str, Any]:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ImageFormatError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ImageFormatError(f"{what} is not usable JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ImageFormatError(f"{what} is not a JSON object")
     return obj
