@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import ImageFormatError
@@ -42,33 +43,51 @@ def stores_of(conf: dict[str, Any]) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _array_end(text: str, start: int) -> int:
-    """Index of the ``]`` closing the array that opens at or after ``start``."""
-    i = text.index("[", start)
-    depth = 0
+def _chars(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """(index, character, inside a string) of TOML text from ``start``, comments left out."""
     quote = ""
+    i = start
     while i < len(text):
         c = text[i]
         if quote:
             if c == "\\" and quote == '"':
+                yield i, c, True
+                if i + 1 < len(text):
+                    yield i + 1, text[i + 1], True
                 i += 2
                 continue
             if c == quote:
                 quote = ""
-        elif c in "\"'":
-            quote = c
+            yield i, c, True
         elif c == "#":
-            i = text.find("\n", i)
-            if i < 0:
-                break
-        elif c == "[":
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl
+            continue
+        else:
+            if c in "\"'":
+                quote = c
+            yield i, c, c in "\"'"
+        i += 1
+
+
+def _array_end(text: str, start: int) -> int:
+    """Index of the ``]`` closing the array that opens at or after ``start``."""
+    depth = 0
+    for i, c, quoted in _chars(text, text.index("[", start)):
+        if quoted:
+            continue
+        if c == "[":
             depth += 1
         elif c == "]":
             depth -= 1
             if depth == 0:
                 return i
-        i += 1
     raise ValueError("unterminated array")
+
+
+def _without_comments(text: str) -> str:
+    """``text`` (TOML values) with its comments removed; ``#`` inside strings is kept."""
+    return "".join(c for _, c, _ in _chars(text))
 
 
 def add_store(data: bytes, store: str, where: str) -> bytes | None:
@@ -109,9 +128,10 @@ def add_store(data: bytes, store: str, where: str) -> bytes | None:
             offset = sum(len(line) for line in lines[:key])
             end = _array_end(text, offset + lines[key].index("="))
             inside = text[text.index("[", offset + lines[key].index("=")) + 1 : end]
-            if not inside.strip() or inside.split("#")[0].strip() == "":
+            bare = _without_comments(inside)
+            if not bare.strip():
                 addition = _quote(store)
-            elif inside.rstrip().endswith(","):
+            elif bare.rstrip().endswith(","):
                 addition = " " + _quote(store)
             else:
                 addition = ", " + _quote(store)
