@@ -39,7 +39,9 @@ def _quote(s: str) -> str:
 
 
 def stores_of(conf: dict[str, Any]) -> list[str]:
-    value = conf.get("storage", {}).get("options", {}).get("additionalimagestores", [])
+    storage = conf.get("storage")
+    options = storage.get("options") if isinstance(storage, dict) else None
+    value = options.get("additionalimagestores") if isinstance(options, dict) else None
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
@@ -95,12 +97,38 @@ def add_store(data: bytes, store: str, where: str) -> bytes | None:
     try:
         text = data.decode("utf-8")
         before = tomllib.loads(text)
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:
         raise ImageFormatError(
             f"the base image's {where} cannot be parsed ({e}); fix it or use --no-storage-conf"
         ) from None
     if store in stores_of(before):
         return None
+    storage = before.get("storage", {})
+    if not isinstance(storage, dict) or not isinstance(storage.get("options", {}), dict):
+        raise ImageFormatError(
+            f"the base image's {where}: storage or storage.options is not a table; "
+            f"fix it or use --no-storage-conf"
+        )
+    failed = ImageFormatError(
+        f"could not add {store} to the base image's {where} without changing other "
+        f"settings; edit it in the base image or use --no-storage-conf"
+    )
+    try:
+        new = _edit(text, store)
+        after = tomllib.loads(new)
+    except (ValueError, RecursionError):  # the edit went wrong: TOMLDecodeError is a ValueError
+        raise failed from None
+    expected = tomllib.loads(text)
+    options = expected.setdefault("storage", {}).setdefault("options", {})
+    options["additionalimagestores"] = [*stores_of(before), store]
+    if after != expected:
+        raise failed
+    return new.encode("utf-8")
+
+
+def _edit(text: str, store: str) -> str:
+    """``text`` with ``store`` appended to additionalimagestores, edited as text (checked by
+    the caller); ValueError when the text is not laid out as expected."""
     lines = text.splitlines(keepends=True)
     header = next(
         (
@@ -136,13 +164,4 @@ def add_store(data: bytes, store: str, where: str) -> bytes | None:
             else:
                 addition = ", " + _quote(store)
             new = text[:end].rstrip(" ") + addition + text[end:]
-    after = tomllib.loads(new)
-    expected = tomllib.loads(text)
-    options = expected.setdefault("storage", {}).setdefault("options", {})
-    options["additionalimagestores"] = [*stores_of(before), store]
-    if after != expected:
-        raise ImageFormatError(
-            f"could not add {store} to the base image's {where} without changing other "
-            f"settings; edit it in the base image or use --no-storage-conf"
-        )
-    return new.encode("utf-8")
+    return new
