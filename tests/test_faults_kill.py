@@ -127,8 +127,9 @@ COMMIT_STEPS = {
 def _kill_points() -> list[tuple[str, str, str, int, str]]:
     points = []
     for kind, steps in COMMIT_STEPS.items():
-        for op, match in [("replace", ""), ("rename", "")] if FULL else steps:
-            for nth in range(1, 40) if FULL else (1,):
+        counted = [("replace", "", 30), ("rename", "", 2)] if FULL else [(*x, 1) for x in steps]
+        for op, match, calls in counted:
+            for nth in range(1, calls + 1):
                 points += [(kind, op, match, nth, when) for when in ("before", "after")]
     return points
 
