@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,16 +68,12 @@ class Output:
 
 
 def unpack(archive: Path, layout: Path) -> None:
-    import tarfile
-
     layout.mkdir()
     with tarfile.open(archive) as tf:
         tf.extractall(layout, filter="data")
 
 
 def remove(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -384,7 +384,8 @@ def parse_model(raw: bytes) -> None:
             parse()
     with contextlib.suppress(ImageFormatError, ValueError):
         obj = json.loads(raw)
-        for m in [obj, *(obj.get("layers") or [] if isinstance(obj, dict) else [])]:
+        layers = obj.get("layers") if isinstance(obj, dict) else None
+        for m in [obj, *(layers if isinstance(layers, list) else [])]:
             with contextlib.suppress(ImageFormatError):
                 d = Descriptor.from_json(m, "descriptor")
                 json.dumps(d.to_json())
