@@ -256,3 +256,66 @@ def bootc_embed():
 
 
 __all__ = ["BootcEmbedResult", "ocilayout", "run_bootc_embed"]
+
+
+# --------------------------------------------------------------------------------------------
+# the fault suites (tests/test_faults_*.py)
+
+
+@pytest.fixture(scope="session")
+def fault_images(tmp_path_factory):
+    """The fault suites' base and apps (support/faultimages.py) as OCI layouts."""
+    from support.faultimages import write_fault_images
+
+    return write_fault_images(tmp_path_factory.mktemp("fault-images"))
+
+
+@pytest.fixture(scope="session")
+def fault_registry(tmp_path_factory, fault_images):
+    """A loopback docker-registry holding faults/base:1, faults/app1:1 and faults/app2:1 (the
+    fault images, unchanged); it records every request in its access log."""
+    from registry_support import Registry as LoggingRegistry
+    from registry_support import skopeo_push
+
+    reg = LoggingRegistry(tmp_path_factory.mktemp("fault-registry")).start()
+    try:
+        for which in ("base", "app1", "app2"):
+            skopeo_push(getattr(fault_images, which), reg, f"faults/{which}:1")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory, fault_images):
+    """The manifest digest of a clean build of the fault images (from their layouts): what a
+    build that recovered from a fault must give."""
+    from support.faultrun import Build, Sandbox
+    from support.leftovers import tags
+
+    box = Sandbox(tmp_path_factory.mktemp("fault-reference"))
+    out = box.out / "ref"
+    r = Build(box, ["build", *fault_images.build_args(), "--output", f"oci:{out}:1"]).run()
+    assert r.returncode == 0, r.describe()
+    return tags(out)["1"]
+
+
+@pytest.fixture
+def box(tmp_path):
+    """A :class:`support.faultrun.Sandbox` for one fault-suite test: private output directory,
+    $TMPDIR, --tmpdir, cache and home."""
+    from support.faultrun import Sandbox
+
+    return Sandbox(tmp_path / "box")
+
+
+@pytest.fixture
+def proxy(fault_registry):
+    """A :class:`support.faultproxy.FaultProxy` in front of the fault registry (no faults yet)."""
+    from support.faultproxy import FaultProxy
+
+    p = FaultProxy(fault_registry.host).start()
+    try:
+        yield p
+    finally:
+        p.stop()

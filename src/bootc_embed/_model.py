@@ -55,16 +55,25 @@ class Descriptor:
             media_type = obj.get("mediaType", "")
         except KeyError as e:
             raise ImageFormatError(f"{where}: descriptor lacks {e.args[0]!r}") from None
-        if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
-            raise ImageFormatError(f"{where}: malformed descriptor {obj!r}")
+        if (
+            not isinstance(digest, str)
+            or not isinstance(media_type, str)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+        ):
+            raise ImageFormatError(f"{where}: malformed descriptor {_short(obj)}")
         plat = obj.get("platform")
+        urls = obj.get("urls") or []
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ImageFormatError(f"{where}: descriptor 'urls' is not a list of strings")
         return cls(
             media_type=media_type,
             digest=digest,
             size=size,
-            annotations=dict(obj.get("annotations") or {}),
+            annotations=string_map(obj.get("annotations"), f"{where} annotations"),
             platform=Platform.from_json(plat) if isinstance(plat, dict) else None,
-            urls=tuple(obj.get("urls") or ()),
+            urls=tuple(urls),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -138,11 +147,27 @@ class Platform:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
 
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def string_map(value: Any, what: str) -> dict[str, str]:
+    """An annotations object: string keys to string values (null or absent: empty)."""
+    if not value:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ImageFormatError(f"{what}: not an object of strings")
+    return dict(value)
+
+
 def load_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ImageFormatError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ImageFormatError(f"{what} is not usable JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ImageFormatError(f"{what} is not a JSON object")
     return obj
@@ -186,7 +211,8 @@ class Manifest:
         layers = tuple(
             Descriptor.from_json(item, f"{what} layer {i + 1}") for i, item in enumerate(layers_obj)
         )
-        return cls(raw, digest, mt, config, layers, dict(obj.get("annotations") or {}))
+        annotations = string_map(obj.get("annotations"), f"{what} annotations")
+        return cls(raw, digest, mt, config, layers, annotations)
 
 
 def index_manifests(raw: bytes, what: str) -> list[Descriptor]:

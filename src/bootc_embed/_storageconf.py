@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import ImageFormatError
@@ -38,37 +39,57 @@ def _quote(s: str) -> str:
 
 
 def stores_of(conf: dict[str, Any]) -> list[str]:
-    value = conf.get("storage", {}).get("options", {}).get("additionalimagestores", [])
+    storage = conf.get("storage")
+    options = storage.get("options") if isinstance(storage, dict) else None
+    value = options.get("additionalimagestores") if isinstance(options, dict) else None
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _array_end(text: str, start: int) -> int:
-    """Index of the ``]`` closing the array that opens at or after ``start``."""
-    i = text.index("[", start)
-    depth = 0
+def _chars(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """(index, character, inside a string) of TOML text from ``start``, comments left out."""
     quote = ""
+    i = start
     while i < len(text):
         c = text[i]
         if quote:
             if c == "\\" and quote == '"':
+                yield i, c, True
+                if i + 1 < len(text):
+                    yield i + 1, text[i + 1], True
                 i += 2
                 continue
             if c == quote:
                 quote = ""
-        elif c in "\"'":
-            quote = c
+            yield i, c, True
         elif c == "#":
-            i = text.find("\n", i)
-            if i < 0:
-                break
-        elif c == "[":
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl
+            continue
+        else:
+            if c in "\"'":
+                quote = c
+            yield i, c, c in "\"'"
+        i += 1
+
+
+def _array_end(text: str, start: int) -> int:
+    """Index of the ``]`` closing the array that opens at or after ``start``."""
+    depth = 0
+    for i, c, quoted in _chars(text, text.index("[", start)):
+        if quoted:
+            continue
+        if c == "[":
             depth += 1
         elif c == "]":
             depth -= 1
             if depth == 0:
                 return i
-        i += 1
     raise ValueError("unterminated array")
+
+
+def _without_comments(text: str) -> str:
+    """``text`` (TOML values) with its comments removed; ``#`` inside strings is kept."""
+    return "".join(c for _, c, _ in _chars(text))
 
 
 def add_store(data: bytes, store: str, where: str) -> bytes | None:
@@ -76,12 +97,38 @@ def add_store(data: bytes, store: str, where: str) -> bytes | None:
     try:
         text = data.decode("utf-8")
         before = tomllib.loads(text)
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:
         raise ImageFormatError(
             f"the base image's {where} cannot be parsed ({e}); fix it or use --no-storage-conf"
         ) from None
     if store in stores_of(before):
         return None
+    storage = before.get("storage", {})
+    if not isinstance(storage, dict) or not isinstance(storage.get("options", {}), dict):
+        raise ImageFormatError(
+            f"the base image's {where}: storage or storage.options is not a table; "
+            f"fix it or use --no-storage-conf"
+        )
+    failed = ImageFormatError(
+        f"could not add {store} to the base image's {where} without changing other "
+        f"settings; edit it in the base image or use --no-storage-conf"
+    )
+    try:
+        new = _edit(text, store)
+        after = tomllib.loads(new)
+    except (ValueError, RecursionError):  # the edit went wrong: TOMLDecodeError is a ValueError
+        raise failed from None
+    expected = tomllib.loads(text)
+    options = expected.setdefault("storage", {}).setdefault("options", {})
+    options["additionalimagestores"] = [*stores_of(before), store]
+    if after != expected:
+        raise failed
+    return new.encode("utf-8")
+
+
+def _edit(text: str, store: str) -> str:
+    """``text`` with ``store`` appended to additionalimagestores, edited as text (checked by
+    the caller); ValueError when the text is not laid out as expected."""
     lines = text.splitlines(keepends=True)
     header = next(
         (
@@ -109,20 +156,12 @@ def add_store(data: bytes, store: str, where: str) -> bytes | None:
             offset = sum(len(line) for line in lines[:key])
             end = _array_end(text, offset + lines[key].index("="))
             inside = text[text.index("[", offset + lines[key].index("=")) + 1 : end]
-            if not inside.strip() or inside.split("#")[0].strip() == "":
+            bare = _without_comments(inside)
+            if not bare.strip():
                 addition = _quote(store)
-            elif inside.rstrip().endswith(","):
+            elif bare.rstrip().endswith(","):
                 addition = " " + _quote(store)
             else:
                 addition = ", " + _quote(store)
             new = text[:end].rstrip(" ") + addition + text[end:]
-    after = tomllib.loads(new)
-    expected = tomllib.loads(text)
-    options = expected.setdefault("storage", {}).setdefault("options", {})
-    options["additionalimagestores"] = [*stores_of(before), store]
-    if after != expected:
-        raise ImageFormatError(
-            f"could not add {store} to the base image's {where} without changing other "
-            f"settings; edit it in the base image or use --no-storage-conf"
-        )
-    return new.encode("utf-8")
+    return new

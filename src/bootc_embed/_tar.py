@@ -40,6 +40,9 @@ GNU_LONGLINK = b"K"
 GNU_SPARSE = b"S"
 
 _HEADER_ONLY = {LINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO}
+# Go's maxSpecialFileSize: a PAX or GNU long-name/long-link header is read whole, so a larger
+# one is refused (ErrFieldTooLong) rather than held in memory.
+MAX_SPECIAL = 1 << 20
 
 
 class TarFormatError(Exception):
@@ -109,8 +112,11 @@ def _checksum_ok(blk: bytes) -> bool:
 
 
 _OCTAL = re.compile(rb"[0-7]+")
-_DECIMAL = re.compile(rb"[+-]?[0-9]+")
-_PAX_TIME = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+# PAX numbers are Go int64s (strconv.ParseInt(v, 10, 64)): at most 19 digits, which also keeps
+# int() clear of Python's 4300-digit conversion limit
+_DECIMAL = re.compile(rb"[+-]?[0-9]{1,19}")
+_PAX_TIME = re.compile(r"^-?[0-9]{1,19}(\.[0-9]+)?$")
+_INT64_MAX = (1 << 63) - 1
 
 
 def _parse_pax(data: bytes) -> dict[str, bytes]:
@@ -351,6 +357,14 @@ class TarReader:
                 size = _parse_numeric(blk[124:136], "size")
                 if size < 0:
                     raise TarFormatError("negative size in tar header")
+                if (
+                    typeflag in (XHEADER, XGLOBAL, GNU_LONGNAME, GNU_LONGLINK)
+                    and size > MAX_SPECIAL
+                ):
+                    raise TarFormatError(
+                        f"extension header of {size} bytes at offset {inp.offset - 512} is "
+                        f"larger than 1 MiB"
+                    )
                 if typeflag in (XHEADER, XGLOBAL):
                     records = _parse_pax(self._read_special(size))
                     if typeflag == XGLOBAL:
@@ -439,13 +453,13 @@ class TarReader:
             elif key == "linkpath":
                 entry.linkname = value
             elif key in ("uid", "gid", "size"):
-                if _DECIMAL.fullmatch(value) is None or int(value) < 0:
-                    raise TarFormatError(f"invalid PAX {key} record {value!r}")
+                if _DECIMAL.fullmatch(value) is None or not 0 <= int(value) <= _INT64_MAX:
+                    raise TarFormatError(f"invalid PAX {key} record {value[:40]!r}")
                 setattr(entry, key, int(value))
             elif key == "mtime":
                 text = value.decode("ascii", "replace")
-                if not _PAX_TIME.match(text):
-                    raise TarFormatError(f"invalid PAX mtime record {value!r}")
+                if not _PAX_TIME.match(text) or abs(int(text.split(".")[0])) > _INT64_MAX:
+                    raise TarFormatError(f"invalid PAX mtime record {value[:40]!r}")
                 entry.pax_mtime = text
                 entry.mtime = int(text.split(".")[0])
             elif key.startswith("SCHILY.xattr."):

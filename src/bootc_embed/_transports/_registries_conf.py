@@ -257,6 +257,8 @@ def parse(path: Path, data: bytes) -> list[RegistryEntry]:
         raise _bad(path, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise _bad(path, f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise _bad(path, "not usable TOML: nested too deeply") from None
     if "registries" in doc:
         raise _bad(
             path,
