@@ -2,9 +2,9 @@
 with Debian's ``gpgv`` (package gpgv; GnuPG's verify-only tool, which apt itself uses).
 
 ``gpgv`` is run with a private, empty home directory and a keyring holding only the keys the
-policy requirement names, so a valid signature is by one of those keys (a primary key or one of
-its signing subkeys). Its machine-readable status lines decide, never its exit text. Armored
-keys are converted to binary here (GnuPG 2.2's gpgv reads binary keyrings only).
+policy requirement names; as in containers/image, the signature must be by one of those primary
+keys (not by a signing subkey). Its machine-readable status lines decide, never its exit text.
+Armored keys are converted to binary here (GnuPG 2.2's gpgv reads binary keyrings only).
 """
 
 from __future__ import annotations
@@ -262,8 +262,11 @@ def _judge(
         )
     signing = valid[0][0]
     primary = valid[0][9] if len(valid[0]) > 9 else signing
-    if primary not in keyring.fingerprints and signing not in keyring.fingerprints:
+    if signing not in keyring.fingerprints:
+        # containers/image (GPGME) accepts only signatures whose signing key is one of the
+        # primary keys given; a signing subkey's signature is refused there too
         raise SignatureInvalid(
-            f"it was made by key {signing}, which is not one of the policy's keys"
+            f"it was made by the subkey {signing} of key {primary}; only signatures by the "
+            f"primary keys the policy names are accepted (as by skopeo and podman)"
         )
     return signing, primary
