@@ -29,6 +29,7 @@ from support.images import DEBIAN_MIRROR, locked, log, with_retry
 
 TRIXIE_KEY = "trixie-skopeo-v1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 SIGSTORE_SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 
@@ -276,7 +277,8 @@ class RegistryAttachments:
 
 def registry_manifest(host: str, repository: str, ref: str) -> bytes:
     r = httpx.get(
-        f"http://{host}/v2/{repository}/manifests/{ref}", headers={"Accept": OCI_MANIFEST}
+        f"http://{host}/v2/{repository}/manifests/{ref}",
+        headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"},
     )
     r.raise_for_status()
     return r.content

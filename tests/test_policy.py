@@ -899,14 +899,15 @@ def test_layouts_and_archives_carry_no_signatures(tmp_path: Path, ec_key: Any) -
     assert not policy({"default": [{"type": "reject"}]}).needs_signatures(parse_reference("oci:/x"))
 
 
-def test_the_checked_manifest_must_be_the_one_named(ec_key: Any) -> None:
+def test_the_checked_manifest_must_match_its_digest(tmp_path: Path, ec_key: Any) -> None:
     ctx = policy({"default": [{"type": "insecureAcceptAnything"}]})
     with pytest.raises(DigestMismatchError):
         ctx.check(parse_reference(REF), OTHER_DIGEST, MANIFEST, NoSignatures("x"))
-    with pytest.raises(DigestMismatchError):
-        ctx.check(
-            parse_reference(f"docker://quay.io/a/b@{OTHER_DIGEST}"), DIGEST, MANIFEST, Found([])
-        )
+    # a reference naming an index (by digest) is checked with the image chosen from it,
+    # under the identity the reference names, as skopeo does
+    index_ref = f"docker://quay.io/org/app@{OTHER_DIGEST}"
+    sig = sigstore_sig(ec_key, payload(DIGEST, "quay.io/org/app:1", SIGSTORE_KIND))
+    accepted(sigstore_policy(tmp_path, ec_key), index_ref, [sig])
 
 
 # --------------------------------------------------------------------------------------------

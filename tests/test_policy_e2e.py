@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from policy_support import (
     registry_manifest,
 )
 from registry_support import Registry
-from support import ocilayout
+from support import containers, ocilayout
 from support.containers import run
 
 from bootc_embed._policy import (
@@ -80,6 +81,42 @@ def _layout(work: Path, name: str) -> tuple[str, str]:
         tag="1",
     )
     return img.ref, img.manifest_digest
+
+
+def _index_layout(work: Path) -> tuple[str, str, str]:
+    """An OCI layout whose tag ``1`` is an index of two platform images: (reference, index
+    digest, the digest of its first image)."""
+    layout = work / "layouts" / "multi"
+    entries = []
+    for arch in ("amd64", "arm64"):
+        img = ocilayout.write_image(
+            layout,
+            [ocilayout.TarBuilder().file("arch", arch.encode()).bytes()],
+            tag=arch,
+            config=ocilayout.default_config([], architecture=arch),
+        )
+        entries.append(
+            {
+                "mediaType": ocilayout.MT_MANIFEST,
+                "digest": img.manifest_digest,
+                "size": ocilayout.blob_path(layout, img.manifest_digest).stat().st_size,
+                "platform": {"architecture": arch, "os": "linux"},
+            }
+        )
+    index = {"schemaVersion": 2, "mediaType": ocilayout.MT_INDEX, "manifests": entries}
+    raw = ocilayout.canonical_json(index)
+    digest = ocilayout.write_blob(layout, raw)
+    top = json.loads((layout / "index.json").read_text())
+    top["manifests"].append(
+        {
+            "mediaType": ocilayout.MT_INDEX,
+            "digest": digest,
+            "size": len(raw),
+            "annotations": {ocilayout.REF_NAME: "1"},
+        }
+    )
+    (layout / "index.json").write_text(json.dumps(top))
+    return f"oci:{layout}:1", digest, entries[0]["digest"]
 
 
 def _copy(
@@ -189,6 +226,24 @@ def _make_world(work: Path, registry: Registry, skopeo: Skopeo118, gpg: Gpg) -> 
     gpg_sign(layouts["c"], "gpg/other:1", fprs["two"])
     gpg_sign(layouts["d"], "gpg/tampered:1", fprs["one"])
     gpg_sign(layouts["f"], "gpg/subkey:1", fprs["three"])
+    layouts["multi"], digests["multi"], digests["multi-amd64"] = _index_layout(work)
+    _copy(
+        layouts["multi"],
+        f"{reg}/gpg/multi:1",
+        "--all",
+        "--dest-tls-verify=false",
+        "--sign-by",
+        fprs["one"],
+        env=genv,
+        registries_d=str(sign_rd),
+    )
+    # skopeo signs the index and each image; gpg/multi-bare has the index's signature only
+    _copy(layouts["multi"], f"{reg}/gpg/multi-bare:1", "--all", "--dest-tls-verify=false")
+    index_sig = lookaside / f"gpg/multi@{digests['multi'].replace(':', '=')}/signature-1"
+    assert (lookaside / f"gpg/multi@{digests['multi-amd64'].replace(':', '=')}").is_dir()
+    bare = lookaside / f"gpg/multi-bare@{digests['multi'].replace(':', '=')}"
+    bare.mkdir(parents=True)
+    shutil.copy(index_sig, bare / "signature-1")
     for layout, dst in (
         (layouts["b"], "gpg/unsigned:1"),
         (layouts["a"], "gpg/app:2"),  # the signed image under another tag
@@ -269,6 +324,10 @@ def ours(world: World, policy_path: Path, src: str) -> tuple[bool, str]:
     if ref.transport == "docker":
         tag_or_digest = ref.digest or ref.tag or "latest"
         manifest = registry_manifest(ref.host, ref.repository, tag_or_digest)
+        top = json.loads(manifest)
+        if top.get("mediaType") == ocilayout.MT_INDEX:  # the image for this machine, as skopeo
+            (chosen,) = [m for m in top["manifests"] if m["platform"]["architecture"] == "amd64"]
+            manifest = registry_manifest(ref.host, ref.repository, chosen["digest"])
         named = docker_identity(ref)
         assert named is not None
         source: Any = RegistrySignatures(
@@ -426,6 +485,17 @@ GPG_CASES = [
         "",
     ),
     ("subkey", "gpg/subkey:1", lambda k: signed_by(k["three"]), False, "made by the subkey"),
+    # an index: as skopeo, the policy applies to the image used (the platform's), with the
+    # identity the reference names; the index's own signature is not what is checked
+    ("index", "gpg/multi:1", lambda k: signed_by(k["one"]), True, ""),
+    ("index-by-digest", "gpg/multi@multi", lambda k: signed_by(k["one"]), True, ""),
+    (
+        "index-signed-but-not-its-images",
+        "gpg/multi-bare:1",
+        lambda k: signed_by(k["one"]),
+        False,
+        "no signature: none exists",
+    ),
     (
         "sigstore-policy-on-gpg-image",
         "gpg/app:1",
@@ -767,3 +837,51 @@ def test_policy_files_load_as_in_skopeo(
     assert mine is theirs is valid, f"ours: {mine} {message}\nskopeo 1.18: {theirs} {their_message}"
     if not valid:
         assert message.startswith(f"signature policy {path}: ")
+
+
+def test_containers_storage_inputs_get_the_policy_through_skopeo(
+    world: World, container_env: dict[str, str]
+) -> None:
+    """``containers-storage:`` images are read by skopeo, which applies the policy given by
+    :meth:`PolicyContext.skopeo_args` (the storage scopes are skopeo's)."""
+    root = world.work / "store"
+    runroot = containers.short_runroot()
+    name = "localhost/policy/app:1"
+    spec = f"containers-storage:[overlay@{root}+{runroot}]{name}"
+    try:
+        run(
+            ["skopeo", "--insecure-policy", "copy", "-q", world.layouts["a"], spec],
+            env=container_env,
+        )
+        policies = world.work / "policies"
+        policies.mkdir(exist_ok=True)
+        reject = policies / "storage-reject.json"
+        reject.write_text(json.dumps({"default": [{"type": "reject"}]}))
+        scoped = policies / "storage-scoped.json"
+        scoped.write_text(
+            json.dumps(
+                {
+                    "default": [{"type": "reject"}],
+                    "transports": {
+                        "containers-storage": {
+                            f"[overlay@{root}]localhost/policy/app": [
+                                {"type": "insecureAcceptAnything"}
+                            ]
+                        }
+                    },
+                }
+            )
+        )
+
+        def read(ctx: PolicyContext) -> subprocess.CompletedProcess[str]:
+            out = world.work / f"storage-out-{len(ctx.skopeo_args())}-{id(ctx)}"
+            argv = ["skopeo", *ctx.skopeo_args(), "copy", "-q", spec, f"oci:{out}:x"]
+            return run(argv, env=container_env, check=False)
+
+        p = read(PolicyContext.load(str(reject)))
+        assert p.returncode != 0 and "Source image rejected" in p.stderr, p.stderr
+        assert read(PolicyContext.load(str(scoped))).returncode == 0
+        assert read(PolicyContext.load(None, insecure=True)).returncode == 0
+    finally:
+        containers.remove_tree(root)
+        containers.remove_tree(runroot)

@@ -214,15 +214,15 @@ class PolicyContext:
         manifest: bytes,
         signatures: SignatureSource,
     ) -> None:
-        """Raise :class:`PolicyError` unless the policy allows the image that ``ref`` names,
-        whose manifest (or index: the policy applies to what the reference names) is
-        ``manifest`` with digest ``manifest_digest``. The message names the image, the scope
-        that applied, the requirement and what failed."""
+        """Raise :class:`PolicyError` unless the policy allows the image ``ref`` names, whose
+        manifest is ``manifest`` with digest ``manifest_digest``. When ``ref`` names an index,
+        pass the manifest of the image that is used (the chosen platform's), as skopeo and
+        podman check it (the identity stays the one ``ref`` names; the index's own signature
+        is not what is checked). The message names the image, the scope that applied, the
+        requirement and what failed."""
         if self.policy is None:
             return
-        if not _digest_matches(manifest, manifest_digest) or (
-            ref.digest is not None and ref.digest != manifest_digest
-        ):
+        if not _digest_matches(manifest, manifest_digest):
             raise DigestMismatchError(
                 f"{ref}: the manifest checked by the policy does not match {manifest_digest}"
             )
