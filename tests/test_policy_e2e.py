@@ -237,6 +237,24 @@ def _make_world(work: Path, registry: Registry, skopeo: Skopeo118, gpg: Gpg) -> 
         env=genv,
         registries_d=str(sign_rd),
     )
+    # an image pushed first and signed afterwards, as docs/policy.md shows
+    _copy(layouts["b"], f"{reg}/gpg/later:1", "--dest-tls-verify=false")
+    raw = run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"{reg}/gpg/later:1"]).stdout
+    (work / "later.json").write_text(raw)
+    later = lookaside / f"gpg/later@{sha256(raw.encode()).replace(':', '=')}"
+    later.mkdir(parents=True)
+    run(
+        [
+            "skopeo",
+            "standalone-sign",
+            str(work / "later.json"),
+            f"{host}/gpg/later:1",
+            fprs["one"],
+            "-o",
+            str(later / "signature-1"),
+        ],
+        env=genv,
+    )
     # skopeo signs the index and each image; gpg/multi-bare has the index's signature only
     _copy(layouts["multi"], f"{reg}/gpg/multi-bare:1", "--all", "--dest-tls-verify=false")
     index_sig = lookaside / f"gpg/multi@{digests['multi'].replace(':', '=')}/signature-1"
@@ -388,6 +406,7 @@ KEY_DATA = "base64 of "  # + a key name: that key's file, inline
 # name, repository:tag (or @image), requirement factory, accepted?, fragment of our message
 GPG_CASES = [
     ("signed", "gpg/app:1", lambda k: signed_by(k["one"]), True, ""),
+    ("signed-later", "gpg/later:1", lambda k: signed_by(k["one"]), True, ""),
     ("armored-key", "gpg/app:1", lambda k: signed_by(k["one.asc"]), True, ""),
     ("by-digest", "gpg/app@a", lambda k: signed_by(k["one"]), True, ""),
     (
