@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import httpx
 
-from .. import __version__
 from . import _json
 from ._names import Named, valid_digest
 from ._registries_d import RegistriesD
@@ -267,7 +266,7 @@ def _read_url(url: str) -> bytes | None:
 
 
 def _http_get(url: str) -> bytes | None:
-    headers = {"User-Agent": f"bootc-embed/{__version__}"}
+    headers = {"User-Agent": "bootc-embed"}
     try:
         with httpx.stream(
             "GET", url, headers=headers, timeout=HTTP_TIMEOUT, follow_redirects=True
