@@ -40,6 +40,11 @@ class OutputError(BootcEmbedError):
     over quota, a read-only filesystem)."""
 
 
+class PolicyError(BootcEmbedError):
+    """An image that the signature policy (containers-policy.json) does not accept, or a policy
+    that cannot be used."""
+
+
 __all__ = [
     "BootcEmbedError",
     "CompressionError",
@@ -48,5 +53,6 @@ __all__ = [
     "ImageReferenceError",
     "LayerContentError",
     "OutputError",
+    "PolicyError",
     "UsageError",
 ]
